@@ -1,0 +1,159 @@
+/* buf.c - growable buffers and checked cursors (see buf.h). */
+#include "buf.h"
+
+#include <stdlib.h>
+
+void buf_init(struct buf *b) { memset(b, 0, sizeof *b); }
+
+void buf_free(struct buf *b)
+{
+    free(b->data);
+    buf_init(b);
+}
+
+bool buf_reserve(struct buf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return true;
+    if (b->off > 0 && b->cap - (b->len - b->off) >= n) {
+        buf_compact(b);
+        return true;
+    }
+    size_t need = b->len + n;
+    if (need < b->len)
+        return false;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2)
+            return false;
+        cap *= 2;
+    }
+    uint8_t *d = realloc(b->data, cap);
+    if (!d)
+        return false;
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+bool buf_put(struct buf *b, const void *p, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return false;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+bool buf_put_u8(struct buf *b, uint8_t v) { return buf_put(b, &v, 1); }
+
+bool buf_put_n16(struct buf *b, uint16_t v)
+{
+    uint8_t t[2];
+    put_n16(t, v);
+    return buf_put(b, t, 2);
+}
+
+bool buf_put_n32(struct buf *b, uint32_t v)
+{
+    uint8_t t[4];
+    put_n32(t, v);
+    return buf_put(b, t, 4);
+}
+
+bool buf_put_n64(struct buf *b, uint64_t v)
+{
+    return buf_put_n32(b, (uint32_t)(v >> 32)) && buf_put_n32(b, (uint32_t)v);
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len)
+        b->off = b->len = 0;
+}
+
+void buf_compact(struct buf *b)
+{
+    if (b->off == 0)
+        return;
+    size_t n = b->len - b->off;
+    if (n)
+        memmove(b->data, b->data + b->off, n);
+    b->len = n;
+    b->off = 0;
+}
+
+void buf_shrink(struct buf *b, size_t keep)
+{
+    if (buf_avail(b) == 0 && b->cap > keep) {
+        free(b->data);
+        buf_init(b);
+    }
+}
+
+bool cur_u8(struct cur *c, uint8_t *v)
+{
+    if (cur_left(c) < 1)
+        return false;
+    *v = c->p[c->pos++];
+    return true;
+}
+
+bool cur_peek_u8(const struct cur *c, uint8_t *v)
+{
+    if (cur_left(c) < 1)
+        return false;
+    *v = c->p[c->pos];
+    return true;
+}
+
+bool cur_n16(struct cur *c, uint16_t *v)
+{
+    if (cur_left(c) < 2)
+        return false;
+    const uint8_t *p = c->p + c->pos;
+    *v = (uint16_t)((p[0] << 8) | p[1]);
+    c->pos += 2;
+    return true;
+}
+
+bool cur_n32(struct cur *c, uint32_t *v)
+{
+    if (cur_left(c) < 4)
+        return false;
+    const uint8_t *p = c->p + c->pos;
+    *v = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+    c->pos += 4;
+    return true;
+}
+
+bool cur_n64(struct cur *c, uint64_t *v)
+{
+    uint32_t hi, lo;
+    if (cur_left(c) < 8)
+        return false;
+    cur_n32(c, &hi);
+    cur_n32(c, &lo);
+    *v = ((uint64_t)hi << 32) | lo;
+    return true;
+}
+
+bool cur_skip(struct cur *c, size_t n)
+{
+    if (cur_left(c) < n)
+        return false;
+    c->pos += n;
+    return true;
+}
+
+bool cur_span(struct cur *c, size_t n, struct span *s)
+{
+    if (cur_left(c) < n)
+        return false;
+    s->p = c->p + c->pos;
+    s->n = n;
+    c->pos += n;
+    return true;
+}

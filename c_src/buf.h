@@ -1,0 +1,78 @@
+/* buf.h - byte buffers, spans and checked cursors.
+ * Owns: the growable buffer type (struct buf), the read-only span and the
+ * cursor through which every byte that came from a peer is read.  Byte order
+ * is in each getter's name (n = network/big endian).  No I/O here. */
+#ifndef KV_BUF_H
+#define KV_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A view into someone else's memory; never owns. */
+struct span {
+    const uint8_t *p;
+    size_t n;
+};
+
+/* Growable byte buffer.  data is owned by the buffer (malloc'd); off marks
+ * bytes already consumed from the front (compacted lazily). */
+struct buf {
+    uint8_t *data;
+    size_t len; /* bytes written, including the consumed prefix */
+    size_t off; /* consumed prefix */
+    size_t cap;
+};
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+/* Ensure room for n more bytes; false on allocation failure. */
+bool buf_reserve(struct buf *b, size_t n);
+bool buf_put(struct buf *b, const void *p, size_t n);
+bool buf_put_u8(struct buf *b, uint8_t v);
+bool buf_put_n16(struct buf *b, uint16_t v);
+bool buf_put_n32(struct buf *b, uint32_t v);
+bool buf_put_n64(struct buf *b, uint64_t v);
+static inline size_t buf_avail(const struct buf *b) { return b->len - b->off; }
+static inline uint8_t *buf_head(const struct buf *b) { return b->data + b->off; }
+/* Drop n bytes from the front. */
+void buf_consume(struct buf *b, size_t n);
+/* Move the unconsumed bytes to the start of the storage. */
+void buf_compact(struct buf *b);
+/* Forget all content but keep the storage. */
+static inline void buf_reset(struct buf *b) { b->len = b->off = 0; }
+/* Release storage larger than keep bytes when empty (after a big frame). */
+void buf_shrink(struct buf *b, size_t keep);
+
+/* Checked reader over peer bytes.  Every getter returns false, and leaves the
+ * cursor unchanged, when fewer bytes remain than it needs. */
+struct cur {
+    const uint8_t *p;
+    size_t n;   /* total length */
+    size_t pos; /* next byte to read */
+};
+
+static inline struct cur cur_make(const void *p, size_t n)
+{
+    struct cur c = {(const uint8_t *)p, n, 0};
+    return c;
+}
+static inline size_t cur_left(const struct cur *c) { return c->n - c->pos; }
+static inline const uint8_t *cur_ptr(const struct cur *c) { return c->p + c->pos; }
+bool cur_u8(struct cur *c, uint8_t *v);
+bool cur_n16(struct cur *c, uint16_t *v);
+bool cur_n32(struct cur *c, uint32_t *v);
+bool cur_n64(struct cur *c, uint64_t *v);
+bool cur_skip(struct cur *c, size_t n);
+/* A span of the next n bytes, pointing into the cursor's memory. */
+bool cur_span(struct cur *c, size_t n, struct span *s);
+bool cur_peek_u8(const struct cur *c, uint8_t *v);
+
+static inline void put_n16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
+static inline void put_n32(uint8_t *p, uint32_t v)
+{
+    p[0] = v >> 24; p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+#endif

@@ -1,0 +1,806 @@
+/* conn.c - one peer connection (see conn.h).  Reads in large chunks and cuts
+ * every whole frame per read; output is a queue of chunks written with one
+ * writev per loop turn (before sleeping); EPOLLOUT only while bytes remain.
+ * Closing is deferred: a closed conn is unlinked from the node at once but
+ * freed in conn_reap at the end of the turn, so no caller holds a freed one. */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "dist.h"
+#include "epmd.h"
+#include "log.h"
+#include "node.h"
+#include "tls.h"
+
+#define READ_CHUNK (64 * 1024)
+#define READS_PER_TURN 16        /* fairness: at most 1 MiB per conn per turn */
+#define CHUNK_SOFT (256 * 1024)  /* start a new out chunk past this */
+#define MAX_IOV 64
+
+struct obuf {
+    struct obuf *next;
+    struct buf b;
+};
+
+/* Frames queued before the handshake is done wait in c->pend; handshake
+ * packets go straight to c->out. */
+static struct oq *frame_queue(struct conn *c)
+{
+    return c->state == CS_UP ? &c->out : &c->pend;
+}
+
+static uint64_t next_conn_id = 1;
+
+static void on_io(struct loop *l, int fd, int ev, void *data);
+static void on_epmd_io(struct loop *l, int fd, int ev, void *data);
+static void on_setup_timeout(struct loop *l, uint64_t id, void *data);
+static void on_tick(struct loop *l, uint64_t id, void *data);
+static void process_input(struct conn *c);
+
+static void set_nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static struct conn *conn_new(struct node *n, bool outgoing)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->node = n;
+    c->fd = -1;
+    c->epmd_fd = -1;
+    c->outgoing = outgoing;
+    c->id = next_conn_id++;
+    c->last_recv = c->last_send = loop_now(n->loop);
+    c->next = n->conns;
+    if (n->conns)
+        n->conns->prev = c;
+    n->conns = c;
+    n->nconns++;
+    c->t_setup = loop_timer_add(n->loop, n->cfg->setuptime_ms, on_setup_timeout, c);
+    return c;
+}
+
+static uint32_t random_u32(void)
+{
+    uint32_t v = 0;
+    if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
+        abort(); /* no CSPRNG: refusing to make guessable challenges */
+    return v;
+}
+
+static void queue_raw(struct conn *c, const uint8_t *p, size_t len);
+
+static void start_handshake_accept(struct conn *c)
+{
+    struct node *n = c->node;
+    hs_init_accept(&c->hs, n->name, HS_OUR_FLAGS, n->creation, n->cfg->cookie, random_u32(),
+                   c->tls ? 4 : 2);
+    c->state = CS_HANDSHAKE;
+}
+
+static void start_handshake_connect(struct conn *c)
+{
+    struct node *n = c->node;
+    hs_init_connect(&c->hs, n->name, c->peer->name, HS_OUR_FLAGS, n->creation, n->cfg->cookie,
+                    random_u32(), c->tls ? 4 : 2);
+    c->state = CS_HANDSHAKE;
+    queue_raw(c, buf_head(&c->hs.out), buf_avail(&c->hs.out));
+    buf_reset(&c->hs.out);
+}
+
+struct conn *conn_accept(struct node *n, int fd, const char *addr)
+{
+    struct conn *c = conn_new(n, false);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    set_nonblock(fd);
+    c->fd = fd;
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    loop_add_fd(n->loop, fd, LOOP_READ, on_io, c);
+    if (n->cfg->tls_cert) {
+        c->tls = tls_new(n, fd, false);
+        if (!c->tls) {
+            conn_close(c, "TLS setup failed");
+            return NULL;
+        }
+        c->state = CS_TLS;
+        tls_drive(c);
+        return c;
+    }
+    start_handshake_accept(c);
+    return c;
+}
+
+/* --- outgoing: epmd lookup, then connect --- */
+
+static int resolve_host(const char *host, struct sockaddr_in *sa)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return -1;
+    memcpy(sa, res->ai_addr, sizeof *sa);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static uint16_t epmd_port(void)
+{
+    const char *e = getenv("ERL_EPMD_PORT");
+    int p = e ? atoi(e) : 0;
+    return (p > 0 && p < 65536) ? (uint16_t)p : EPMD_DEFAULT_PORT;
+}
+
+static struct sockaddr_in conn_sa(struct conn *c);
+
+struct conn *conn_connect(struct node *n, struct peer *p)
+{
+    struct conn *c = conn_new(n, true);
+    if (!c)
+        return NULL;
+    c->peer = p;
+    p->conn = c;
+    p->up = false;
+    snprintf(c->addr, sizeof c->addr, "%s", p->name);
+    const char *at = strchr(p->name, '@');
+    struct sockaddr_in sa;
+    if (!at || resolve_host(at + 1, &sa) != 0) {
+        conn_close(c, "cannot resolve host");
+        return NULL;
+    }
+    memcpy(&c->epmd_buf, &(struct buf){0}, sizeof c->epmd_buf);
+    /* remember the address in the in-buffer's slot until connected */
+    buf_put(&c->in, &sa, sizeof sa);
+    sa.sin_port = htons(epmd_port());
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        conn_close(c, "socket failed");
+        return NULL;
+    }
+    c->epmd_fd = fd;
+    c->state = CS_RESOLVE;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        conn_close(c, "cannot reach epmd on the peer's host");
+        return NULL;
+    }
+    loop_add_fd(n->loop, fd, LOOP_WRITE, on_epmd_io, c);
+    return c;
+}
+
+static struct sockaddr_in conn_sa(struct conn *c)
+{
+    struct sockaddr_in sa;
+    memcpy(&sa, c->in.data, sizeof sa);
+    return sa;
+}
+
+static void connect_to_port(struct conn *c, uint16_t port)
+{
+    struct node *n = c->node;
+    struct sockaddr_in sa = conn_sa(c);
+    buf_reset(&c->in);
+    sa.sin_port = htons(port);
+    snprintf(c->addr, sizeof c->addr, "%s:%u", inet_ntoa(sa.sin_addr), port);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        conn_close(c, "socket failed");
+        return;
+    }
+    set_nonblock(fd);
+    c->fd = fd;
+    c->state = CS_CONNECT;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        conn_close(c, "connect failed");
+        return;
+    }
+    loop_add_fd(n->loop, fd, LOOP_WRITE | LOOP_READ, on_io, c);
+}
+
+static void on_epmd_io(struct loop *l, int fd, int ev, void *data)
+{
+    struct conn *c = data;
+    if (c->state != CS_RESOLVE)
+        return;
+    if (ev & LOOP_WRITE && c->epmd_buf.len == 0 && !(ev & LOOP_READ)) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            conn_close(c, "cannot reach epmd on the peer's host");
+            return;
+        }
+        struct buf req;
+        buf_init(&req);
+        char alive[256];
+        const char *at = strchr(c->peer->name, '@');
+        size_t an = (size_t)(at - c->peer->name);
+        memcpy(alive, c->peer->name, an);
+        alive[an] = 0;
+        epmd_enc_port_please2(&req, alive);
+        ssize_t w = write(fd, req.data, req.len);
+        buf_free(&req);
+        if (w < 0) {
+            conn_close(c, "epmd write failed");
+            return;
+        }
+        loop_mod_fd(l, fd, LOOP_READ);
+        buf_put_u8(&c->epmd_buf, 0); /* marks "request sent" */
+        return;
+    }
+    if (!(ev & LOOP_READ))
+        return;
+    uint8_t tmp[512];
+    ssize_t r = read(fd, tmp, sizeof tmp);
+    if (r > 0)
+        buf_put(&c->epmd_buf, tmp, (size_t)r);
+    uint8_t result = 1;
+    uint16_t port = 0, highest = 0;
+    long k = epmd_dec_port2_resp(buf_head(&c->epmd_buf) + 1, buf_avail(&c->epmd_buf) - 1,
+                                 &result, &port, &highest);
+    if (k == EPMD_NEED_MORE && r > 0)
+        return;
+    loop_del_fd(l, fd);
+    close(fd);
+    c->epmd_fd = -1;
+    buf_free(&c->epmd_buf);
+    if (k <= 0 || result != 0) {
+        conn_close(c, k < 0 ? "garbage reply from epmd" : "no such node in epmd");
+        return;
+    }
+    if (highest < 6) {
+        conn_close(c, "peer speaks only an old distribution version");
+        return;
+    }
+    connect_to_port(c, port);
+}
+
+/* --- output --- */
+
+static struct obuf *obuf_new(struct conn *c, struct oq *q)
+{
+    struct obuf *o = c->spare;
+    if (o) {
+        c->spare = NULL;
+        buf_reset(&o->b);
+    } else {
+        o = calloc(1, sizeof *o);
+        if (!o)
+            return NULL;
+    }
+    o->next = NULL;
+    if (q->tail)
+        q->tail->next = o;
+    else
+        q->head = o;
+    q->tail = o;
+    return o;
+}
+
+static void mark_dirty(struct conn *c)
+{
+    if (!c->dirty && c->state != CS_CLOSED) {
+        c->dirty = true;
+        c->dirty_next = c->node->dirty;
+        c->node->dirty = c;
+    }
+}
+
+static struct buf *queue_buf(struct conn *c, struct oq *q)
+{
+    struct obuf *o = q->tail;
+    if (!o || o->b.len >= CHUNK_SOFT)
+        o = obuf_new(c, q);
+    if (!o)
+        return NULL;
+    q->bytes -= buf_avail(&o->b); /* recounted in queue_done */
+    return &o->b;
+}
+
+static void queue_done(struct conn *c, struct oq *q)
+{
+    if (q->tail)
+        q->bytes += buf_avail(&q->tail->b);
+    c->last_send = loop_now(c->node->loop);
+    if (q == &c->out)
+        mark_dirty(c);
+    if (c->out.bytes + c->pend.bytes > c->node->cfg->max_out_bytes) {
+        LOGW("connection to %s: output queue over %llu bytes (peer not reading), disconnecting",
+             c->peer ? c->peer->name : c->addr,
+             (unsigned long long)c->node->cfg->max_out_bytes);
+        conn_close(c, NULL);
+    }
+}
+
+struct buf *conn_frame_buf(struct conn *c) { return queue_buf(c, frame_queue(c)); }
+
+void conn_frame_done(struct conn *c) { queue_done(c, frame_queue(c)); }
+
+/* Handshake packets and ticks: straight to the live queue. */
+static void queue_raw(struct conn *c, const uint8_t *p, size_t len)
+{
+    if (!len)
+        return;
+    struct buf *b = queue_buf(c, &c->out);
+    if (!b || !buf_put(b, p, len)) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    queue_done(c, &c->out);
+}
+
+/* 0 done (or blocked, bytes remain), -1 fatal. */
+static int flush(struct conn *c)
+{
+    struct oq *q = &c->out;
+    while (q->head) {
+        if (c->tls) {
+            struct obuf *o = q->head;
+            ssize_t w = tls_write(c, buf_head(&o->b), buf_avail(&o->b));
+            if (w < 0)
+                return -1;
+            if (w == 0)
+                return 0;
+            buf_consume(&o->b, (size_t)w);
+            q->bytes -= (size_t)w;
+        } else {
+            struct iovec iov[MAX_IOV];
+            int cnt = 0;
+            for (struct obuf *o = q->head; o && cnt < MAX_IOV; o = o->next)
+                if (buf_avail(&o->b))
+                    iov[cnt++] = (struct iovec){buf_head(&o->b), buf_avail(&o->b)};
+            if (cnt == 0) {
+                /* only empty chunks remain */
+            } else {
+                ssize_t w = writev(c->fd, iov, cnt);
+                if (w < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK)
+                        return 0;
+                    if (errno == EINTR)
+                        continue;
+                    return -1;
+                }
+                size_t left = (size_t)w;
+                q->bytes -= left;
+                for (struct obuf *o = q->head; o && left; o = o->next) {
+                    size_t k = buf_avail(&o->b) < left ? buf_avail(&o->b) : left;
+                    buf_consume(&o->b, k);
+                    left -= k;
+                }
+            }
+        }
+        while (q->head && buf_avail(&q->head->b) == 0) {
+            struct obuf *o = q->head;
+            q->head = o->next;
+            if (!q->head)
+                q->tail = NULL;
+            if (!c->spare && o->b.cap <= 4 * CHUNK_SOFT) {
+                c->spare = o;
+            } else {
+                buf_free(&o->b);
+                free(o);
+            }
+        }
+    }
+    return 0;
+}
+
+static void update_write_interest(struct conn *c)
+{
+    if (c->fd < 0 || c->state == CS_CLOSED || c->state == CS_CONNECT)
+        return;
+    bool want = c->out.head != NULL || (c->tls && tls_wants_write(c));
+    if (want != c->want_write) {
+        c->want_write = want;
+        loop_mod_fd(c->node->loop, c->fd, LOOP_READ | (want ? LOOP_WRITE : 0));
+    }
+}
+
+void conn_flush_dirty(struct node *n)
+{
+    while (n->dirty) {
+        struct conn *c = n->dirty;
+        n->dirty = c->dirty_next;
+        c->dirty = false;
+        if (c->state != CS_UP && c->state != CS_HANDSHAKE)
+            continue; /* not connected yet: written once it is */
+        if (flush(c) < 0) {
+            conn_close(c, "write failed");
+            continue;
+        }
+        update_write_interest(c);
+    }
+}
+
+/* --- input --- */
+
+static ssize_t io_read(struct conn *c, uint8_t *p, size_t n)
+{
+    if (c->tls)
+        return tls_read(c, p, n);
+    ssize_t r = read(c->fd, p, n);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -2;
+    if (r < 0 && errno == EINTR)
+        return -2;
+    return r;
+}
+
+static void handle_read(struct conn *c)
+{
+    for (int i = 0; i < READS_PER_TURN; i++) {
+        if (!buf_reserve(&c->in, READ_CHUNK)) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        size_t room = c->in.cap - c->in.len;
+        ssize_t r = io_read(c, c->in.data + c->in.len, room);
+        if (r == -2)
+            break;
+        if (r == 0) {
+            conn_close(c, "connection closed by peer");
+            return;
+        }
+        if (r < 0) {
+            conn_close(c, "read error");
+            return;
+        }
+        c->in.len += (size_t)r;
+        c->last_recv = loop_now(c->node->loop);
+        process_input(c);
+        if (c->state == CS_CLOSED)
+            return;
+        if ((size_t)r < room)
+            break;
+    }
+}
+
+static void handshake_done(struct conn *c);
+
+static void drain_hs_out(struct conn *c)
+{
+    queue_raw(c, buf_head(&c->hs.out), buf_avail(&c->hs.out));
+    buf_reset(&c->hs.out);
+}
+
+static void hs_failed(struct conn *c)
+{
+    struct hs *h = &c->hs;
+    const char *who = h->peer_name[0] ? h->peer_name : "?";
+    drain_hs_out(c);
+    if (c->state == CS_CLOSED)
+        return;
+    flush(c); /* best effort: the refusal status goes out before we close */
+    switch (h->err) {
+    case HS_E_DIGEST:
+        LOGW("connection attempt from %s (node %s) refused: wrong cookie", c->addr, who);
+        break;
+    case HS_E_FLAGS:
+        LOGW("connection from %s (node %s) refused: missing mandatory distribution flags 0x%llx",
+             c->addr, who, (unsigned long long)h->missing);
+        break;
+    case HS_E_STATUS:
+        LOGI("connection to %s refused by the peer: %s", c->addr, h->status);
+        break;
+    default:
+        LOGI("handshake with %s (node %s) failed: %s", c->addr, who, hs_strerror(h->err));
+    }
+    conn_close(c, NULL);
+}
+
+static void process_handshake(struct conn *c)
+{
+    for (;;) {
+        long k = hs_feed(&c->hs, buf_head(&c->in), buf_avail(&c->in));
+        if (k > 0)
+            buf_consume(&c->in, (size_t)k);
+        if (c->hs.state == HS_FAILED || k < 0) {
+            hs_failed(c);
+            return;
+        }
+        drain_hs_out(c);
+        if (c->state == CS_CLOSED)
+            return;
+        if (c->hs.state == HS_A_NEED_STATUS) {
+            node_conn_status(c->node, c); /* calls conn_set_status */
+            if (c->state == CS_CLOSED)
+                return;
+            if (c->hs.state == HS_FAILED) {
+                hs_failed(c);
+                return;
+            }
+            continue;
+        }
+        if (c->hs.state == HS_DONE) {
+            handshake_done(c);
+            return;
+        }
+        if (k == 0)
+            return;
+    }
+}
+
+void conn_set_status(struct conn *c, const char *status)
+{
+    hs_accept_status(&c->hs, status);
+    drain_hs_out(c);
+}
+
+static void send_tick(struct conn *c)
+{
+    static const uint8_t zero[4] = {0, 0, 0, 0};
+    queue_raw(c, zero, 4);
+}
+
+static void process_frames(struct conn *c)
+{
+    struct node *n = c->node;
+    while (c->state == CS_UP && buf_avail(&c->in) > 0) {
+        struct span body;
+        long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), n->cfg->max_message_bytes, &body);
+        if (k == DIST_NEED_MORE)
+            break;
+        if (k < 0) {
+            LOGW("connection to %s (%s): frame larger than --max-message-bytes %llu, disconnecting",
+                 c->peer->name, c->addr, (unsigned long long)n->cfg->max_message_bytes);
+            conn_close(c, NULL);
+            return;
+        }
+        if (body.n == 0) {
+            send_tick(c); /* answer at once: the peer's own ticktime may be short */
+        } else {
+            struct dist_msg m;
+            const char *why = NULL;
+            if (dist_decode(body.p, body.n, &n->lim, &m, &why) < 0) {
+                LOGW("connection to %s (%s): bad frame (%s), disconnecting", c->peer->name,
+                     c->addr, why);
+                conn_close(c, NULL);
+                return;
+            }
+            node_handle(n, c->peer, &m);
+        }
+        if (c->state == CS_CLOSED)
+            return;
+        buf_consume(&c->in, (size_t)k);
+    }
+    /* A big frame may have grown the buffer; give the memory back. */
+    if (buf_avail(&c->in) == 0 && c->in.cap > 4 * READ_CHUNK)
+        buf_shrink(&c->in, 0);
+    else if (c->in.off > 0 && c->in.off >= c->in.cap / 2)
+        buf_compact(&c->in);
+}
+
+static void process_input(struct conn *c)
+{
+    if (c->state == CS_HANDSHAKE)
+        process_handshake(c);
+    if (c->state == CS_UP)
+        process_frames(c);
+}
+
+static void handshake_done(struct conn *c)
+{
+    struct node *n = c->node;
+    loop_timer_del(n->loop, c->t_setup);
+    c->t_setup = 0;
+    c->state = CS_UP;
+    node_conn_up(n, c); /* attaches c->peer (incoming) and logs */
+    if (c->state != CS_UP)
+        return;
+    uint64_t tick_ms = (uint64_t)n->cfg->ticktime * 1000 / 4;
+    c->t_tick = loop_timer_add(n->loop, tick_ms ? tick_ms : 1, on_tick, c);
+    conn_move_output(c, c); /* frames queued while connecting go now */
+}
+
+static void on_io(struct loop *l, int fd, int ev, void *data)
+{
+    struct conn *c = data;
+    if (c->state == CS_CLOSED)
+        return;
+    if (c->state == CS_CONNECT) {
+        if (!(ev & LOOP_WRITE))
+            return;
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            conn_close(c, "connect failed");
+            return;
+        }
+        c->want_write = true;
+        if (c->node->cfg->tls_cert) {
+            c->tls = tls_new(c->node, fd, true);
+            if (!c->tls) {
+                conn_close(c, "TLS setup failed");
+                return;
+            }
+            c->state = CS_TLS;
+            tls_drive(c);
+            return;
+        }
+        start_handshake_connect(c);
+        if (flush(c) < 0) {
+            conn_close(c, "write failed");
+            return;
+        }
+        update_write_interest(c);
+        return;
+    }
+    if (c->state == CS_TLS) {
+        tls_drive(c);
+        return;
+    }
+    if (ev & LOOP_WRITE) {
+        if (c->state == CS_HANDSHAKE || c->state == CS_UP) {
+            if (flush(c) < 0) {
+                conn_close(c, "write failed");
+                return;
+            }
+            update_write_interest(c);
+        }
+    }
+    if (ev & LOOP_READ)
+        handle_read(c);
+}
+
+/* Called by tls.c when the TLS handshake has completed. */
+void conn_tls_ready(struct conn *c)
+{
+    if (c->outgoing) {
+        start_handshake_connect(c);
+        flush(c);
+    } else {
+        start_handshake_accept(c);
+    }
+    update_write_interest(c);
+    handle_read(c);
+}
+
+/* --- timers --- */
+
+static void on_setup_timeout(struct loop *l, uint64_t id, void *data)
+{
+    struct conn *c = data;
+    c->t_setup = 0;
+    if (c->state != CS_UP && c->state != CS_CLOSED) {
+        LOGI("connection %s %s: setup not finished within %u ms, dropped",
+             c->outgoing ? "to" : "from", c->peer && c->outgoing ? c->peer->name : c->addr,
+             c->node->cfg->setuptime_ms);
+        conn_close(c, NULL);
+    }
+}
+
+static void on_tick(struct loop *l, uint64_t id, void *data)
+{
+    struct conn *c = data;
+    struct node *n = c->node;
+    c->t_tick = 0;
+    if (c->state != CS_UP)
+        return;
+    uint64_t now = loop_now(l);
+    uint64_t T = (uint64_t)n->cfg->ticktime * 1000;
+    if (now - c->last_recv >= T) {
+        LOGW("node %s not responding for %u s (net_ticktime), disconnecting", c->peer->name,
+             n->cfg->ticktime);
+        conn_close(c, NULL);
+        return;
+    }
+    if (now - c->last_send >= T / 4 - T / 16)
+        send_tick(c);
+    c->t_tick = loop_timer_add(l, T / 4 ? T / 4 : 1, on_tick, c);
+}
+
+/* --- closing --- */
+
+void conn_close(struct conn *c, const char *why)
+{
+    struct node *n = c->node;
+    if (c->state == CS_CLOSED)
+        return;
+    enum conn_state was = c->state;
+    c->state = CS_CLOSED;
+    if (why)
+        LOGI("connection %s %s closed: %s", c->outgoing ? "to" : "from",
+             c->peer ? c->peer->name : c->addr, why);
+    loop_timer_del(n->loop, c->t_setup);
+    loop_timer_del(n->loop, c->t_tick);
+    c->t_setup = c->t_tick = 0;
+    if (c->epmd_fd >= 0) {
+        loop_del_fd(n->loop, c->epmd_fd);
+        close(c->epmd_fd);
+        c->epmd_fd = -1;
+    }
+    if (c->fd >= 0) {
+        loop_del_fd(n->loop, c->fd);
+    }
+    if (c->tls)
+        tls_free(c);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    /* unlink from the node's list now; free at the end of the turn */
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (n->conns == c)
+        n->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    n->nconns--;
+    (void)was;
+    node_conn_down(n, c);
+    c->dead_next = n->dead;
+    n->dead = c;
+}
+
+static void free_queue(struct obuf *o)
+{
+    while (o) {
+        struct obuf *nx = o->next;
+        buf_free(&o->b);
+        free(o);
+        o = nx;
+    }
+}
+
+void conn_reap(struct node *n)
+{
+    while (n->dead) {
+        struct conn *c = n->dead;
+        n->dead = c->dead_next;
+        /* it may still sit on the dirty list: remove it */
+        for (struct conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
+            if (*pp == c) {
+                *pp = c->dirty_next;
+                break;
+            }
+        free_queue(c->out.head);
+        free_queue(c->pend.head);
+        free_queue(c->spare);
+        buf_free(&c->in);
+        buf_free(&c->epmd_buf);
+        hs_free(&c->hs);
+        free(c);
+    }
+}
+
+static void oq_append(struct oq *to, struct oq *from)
+{
+    if (!from->head)
+        return;
+    if (to->tail)
+        to->tail->next = from->head;
+    else
+        to->head = from->head;
+    to->tail = from->tail;
+    to->bytes += from->bytes;
+    from->head = from->tail = NULL;
+    from->bytes = 0;
+}
+
+/* Frames queued on from (not yet connected) move behind to's frames; with
+ * from == to, pending frames join the live queue once up. */
+void conn_move_output(struct conn *from, struct conn *to)
+{
+    oq_append(frame_queue(to), &from->pend);
+    mark_dirty(to);
+}

@@ -1,0 +1,207 @@
+/* dist.c - frame cutting and control-message decoding (see dist.h). */
+#include "dist.h"
+
+#include <ei.h>
+
+#include "ext.h"
+
+long dist_cut(const uint8_t *p, size_t n, uint64_t max, struct span *body)
+{
+    struct cur c = cur_make(p, n);
+    uint32_t len;
+    if (!cur_n32(&c, &len))
+        return DIST_NEED_MORE;
+    if (len > max)
+        return DIST_E_TOO_BIG;
+    if (!cur_span(&c, len, body))
+        return DIST_NEED_MORE;
+    return (long)c.pos;
+}
+
+size_t dist_frame_begin(struct buf *b)
+{
+    size_t start = b->len;
+    buf_put_n32(b, 0);
+    buf_put_u8(b, 'p');
+    return start;
+}
+
+bool dist_frame_end(struct buf *b, size_t start)
+{
+    size_t n = b->len - start - 4;
+    if (n > UINT32_MAX)
+        return false;
+    put_n32(b->data + start, (uint32_t)n);
+    return true;
+}
+
+/* What each operation's control tuple holds after the op.  types: P pid,
+ * A atom, X pid or atom, R ref, I integer, T any term.  roles: f from, t to,
+ * r ref, e exit reason, i unlink id, x ignored (unused or trace token).
+ * payload: 0 none, 'M' message, 'R' exit reason. */
+struct opshape {
+    int op;
+    enum dist_kind kind;
+    const char *types;
+    const char *roles;
+    char payload;
+};
+
+static const struct opshape shapes[] = {
+    {DOP_LINK, DK_LINK, "PP", "ft", 0},
+    {DOP_SEND, DK_SEND, "TP", "xt", 'M'},
+    {DOP_EXIT, DK_EXIT, "PPT", "fte", 0},
+    {DOP_UNLINK, DK_UNLINK, "PP", "ft", 0},
+    {DOP_REG_SEND, DK_REG_SEND, "PTA", "fxt", 'M'},
+    {DOP_GROUP_LEADER, DK_GROUP_LEADER, "PP", "ft", 0},
+    {DOP_EXIT2, DK_EXIT2, "PPT", "fte", 0},
+    {DOP_SEND_TT, DK_SEND, "TPT", "xtx", 'M'},
+    {DOP_EXIT_TT, DK_EXIT, "PPTT", "ftxe", 0},
+    {DOP_REG_SEND_TT, DK_REG_SEND, "PTAT", "fxtx", 'M'},
+    {DOP_EXIT2_TT, DK_EXIT2, "PPTT", "ftxe", 0},
+    {DOP_MONITOR_P, DK_MONITOR, "PXR", "ftr", 0},
+    {DOP_DEMONITOR_P, DK_DEMONITOR, "PXR", "ftr", 0},
+    {DOP_MONITOR_P_EXIT, DK_MONITOR_EXIT, "XPRT", "ftre", 0},
+    {DOP_SEND_SENDER, DK_SEND, "PP", "ft", 'M'},
+    {DOP_SEND_SENDER_TT, DK_SEND, "PPT", "ftx", 'M'},
+    {DOP_PAYLOAD_EXIT, DK_EXIT, "PP", "ft", 'R'},
+    {DOP_PAYLOAD_EXIT_TT, DK_EXIT, "PPT", "ftx", 'R'},
+    {DOP_PAYLOAD_EXIT2, DK_EXIT2, "PP", "ft", 'R'},
+    {DOP_PAYLOAD_EXIT2_TT, DK_EXIT2, "PPT", "ftx", 'R'},
+    {DOP_PAYLOAD_MONITOR_P_EXIT, DK_MONITOR_EXIT, "XPR", "ftr", 'R'},
+    {DOP_UNLINK_ID, DK_UNLINK, "IPP", "ift", 0},
+    {DOP_UNLINK_ID_ACK, DK_UNLINK_ACK, "IPP", "ift", 0},
+};
+
+static const struct opshape *shape_of(int64_t op)
+{
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (shapes[i].op == op)
+            return &shapes[i];
+    return NULL;
+}
+
+static bool is_ref(const struct cur *c)
+{
+    uint8_t t;
+    return cur_peek_u8(c, &t) &&
+           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
+}
+
+static bool is_int(const struct cur *c)
+{
+    uint8_t t;
+    return cur_peek_u8(c, &t) &&
+           (t == ERL_SMALL_INTEGER_EXT || t == ERL_INTEGER_EXT || t == ERL_SMALL_BIG_EXT);
+}
+
+static bool field_ok(char want, const struct cur *c)
+{
+    switch (want) {
+    case 'P': return ext_is_pid(c);
+    case 'A': return ext_is_atom(c);
+    case 'X': return ext_is_pid(c) || ext_is_atom(c);
+    case 'R': return is_ref(c);
+    case 'I': return is_int(c);
+    default: return true;
+    }
+}
+
+static void place(struct dist_msg *m, char role, struct span v)
+{
+    switch (role) {
+    case 'f': m->from = v; break;
+    case 't': m->to = v; break;
+    case 'r': m->ref = v; break;
+    case 'e': m->reason = v; break;
+    default: break;
+    }
+}
+
+int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
+                struct dist_msg *m, const char **why)
+{
+    struct cur c = cur_make(p, n);
+    uint8_t tag;
+    memset(m, 0, sizeof *m);
+    if (!cur_u8(&c, &tag) || tag != 'p') {
+        *why = tag == 68 ? "atom-cache header (not negotiated)"
+               : (tag == 69 || tag == 70) ? "fragment header (not negotiated)"
+                                          : "frame does not start with 112";
+        return -1;
+    }
+    long cl = term_walk_versioned(cur_ptr(&c), cur_left(&c), lim);
+    if (cl < 0) {
+        *why = term_strerror(cl);
+        return -1;
+    }
+    struct cur ctl = cur_make(cur_ptr(&c), (size_t)cl);
+    cur_skip(&c, (size_t)cl);
+    uint8_t ver;
+    uint32_t arity;
+    int64_t op;
+    cur_u8(&ctl, &ver);
+    if (!ext_get_tuple(&ctl, &arity) || arity < 1 || !ext_get_int(&ctl, &op)) {
+        *why = "control message is not a tuple starting with an integer";
+        return -1;
+    }
+    const struct opshape *s = shape_of(op);
+    if (!s) {
+        *why = (op == DOP_SPAWN_REQUEST || op == DOP_ALIAS_SEND || op == DOP_ALIAS_SEND_TT)
+                   ? "control operation not negotiated"
+                   : "unknown control operation";
+        return -1;
+    }
+    m->op = (int)op;
+    m->kind = s->kind;
+    size_t nf = strlen(s->types);
+    if (arity != nf + 1) {
+        *why = "control tuple has the wrong arity for its operation";
+        return -1;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        if (!field_ok(s->types[i], &ctl)) {
+            *why = "control field of the wrong type";
+            return -1;
+        }
+        if (s->roles[i] == 'i') {
+            struct cur t = ctl;
+            int64_t id;
+            /* ids are unsigned 64-bit; ext_get_int covers up to int64 */
+            if (!ext_get_int(&t, &id) || id < 0) {
+                *why = "unlink id is not a non-negative integer";
+                return -1;
+            }
+            m->id = (uint64_t)id;
+            m->has_id = true;
+        }
+        struct span v;
+        if (!ext_skip(&ctl, &v)) {
+            *why = "control field truncated";
+            return -1;
+        }
+        place(m, s->roles[i], v);
+    }
+    bool has_payload = cur_left(&c) > 0;
+    if (has_payload != (s->payload != 0)) {
+        *why = s->payload ? "message payload missing" : "unexpected payload after control";
+        return -1;
+    }
+    if (s->payload) {
+        long pl = term_walk_versioned(cur_ptr(&c), cur_left(&c), lim);
+        if (pl < 0) {
+            *why = term_strerror(pl);
+            return -1;
+        }
+        if ((size_t)pl != cur_left(&c)) {
+            *why = "trailing bytes after the payload";
+            return -1;
+        }
+        struct span v = {cur_ptr(&c) + 1, (size_t)pl - 1};
+        if (s->payload == 'M')
+            m->msg = v;
+        else
+            m->reason = v;
+    }
+    return 0;
+}

@@ -1,0 +1,300 @@
+/* ext.c - readers and writers for the term shapes the node uses (see ext.h). */
+#include "ext.h"
+
+#include <ei.h>
+
+#include "term.h"
+
+/* --- readers --- */
+
+bool ext_get_tuple(struct cur *c, uint32_t *arity)
+{
+    uint8_t tag, a8;
+    if (!cur_u8(c, &tag))
+        return false;
+    if (tag == ERL_SMALL_TUPLE_EXT) {
+        if (!cur_u8(c, &a8))
+            return false;
+        *arity = a8;
+        return true;
+    }
+    if (tag == ERL_LARGE_TUPLE_EXT)
+        return cur_n32(c, arity);
+    return false;
+}
+
+bool ext_is_atom(const struct cur *c)
+{
+    uint8_t t;
+    if (!cur_peek_u8(c, &t))
+        return false;
+    return t == ERL_ATOM_EXT || t == ERL_SMALL_ATOM_EXT || t == ERL_ATOM_UTF8_EXT ||
+           t == ERL_SMALL_ATOM_UTF8_EXT;
+}
+
+bool ext_is_pid(const struct cur *c)
+{
+    uint8_t t;
+    return cur_peek_u8(c, &t) && (t == ERL_NEW_PID_EXT || t == ERL_PID_EXT);
+}
+
+/* Atom text as a span; latin1 set when the bytes are Latin-1 (old tags). */
+static bool atom_span(struct cur *c, struct span *s, bool *latin1)
+{
+    uint8_t tag, l8;
+    uint16_t l16;
+    size_t n;
+    if (!cur_u8(c, &tag))
+        return false;
+    switch (tag) {
+    case ERL_ATOM_EXT: *latin1 = true; if (!cur_n16(c, &l16)) return false; n = l16; break;
+    case ERL_ATOM_UTF8_EXT: *latin1 = false; if (!cur_n16(c, &l16)) return false; n = l16; break;
+    case ERL_SMALL_ATOM_EXT: *latin1 = true; if (!cur_u8(c, &l8)) return false; n = l8; break;
+    case ERL_SMALL_ATOM_UTF8_EXT: *latin1 = false; if (!cur_u8(c, &l8)) return false; n = l8; break;
+    default: return false;
+    }
+    return n <= EXT_ATOM_MAX && cur_span(c, n, s);
+}
+
+bool ext_get_atom(struct cur *c, char *out, size_t outsz, size_t *len)
+{
+    struct span s;
+    bool latin1;
+    if (!atom_span(c, &s, &latin1))
+        return false;
+    size_t o = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        uint8_t ch = s.p[i];
+        if (latin1 && ch >= 0x80) {
+            if (o + 2 >= outsz)
+                return false;
+            out[o++] = (char)(0xC0 | (ch >> 6));
+            out[o++] = (char)(0x80 | (ch & 0x3F));
+        } else {
+            if (o + 1 >= outsz)
+                return false;
+            out[o++] = (char)ch;
+        }
+    }
+    out[o] = 0;
+    if (len)
+        *len = o;
+    return true;
+}
+
+bool ext_atom_eq(const struct cur *c, const char *s)
+{
+    struct cur t = *c;
+    struct span sp;
+    bool latin1;
+    if (!atom_span(&t, &sp, &latin1))
+        return false;
+    size_t n = strlen(s);
+    return sp.n == n && memcmp(sp.p, s, n) == 0;
+}
+
+bool ext_get_pid(struct cur *c, struct ext_pid *p)
+{
+    uint8_t tag, cr8;
+    if (!cur_u8(c, &tag))
+        return false;
+    if (tag != ERL_NEW_PID_EXT && tag != ERL_PID_EXT)
+        return false;
+    if (!ext_get_atom(c, p->node, sizeof p->node, NULL) || !cur_n32(c, &p->id) ||
+        !cur_n32(c, &p->serial))
+        return false;
+    if (tag == ERL_NEW_PID_EXT)
+        return cur_n32(c, &p->creation);
+    if (!cur_u8(c, &cr8))
+        return false;
+    p->creation = cr8;
+    return true;
+}
+
+bool ext_get_ref(struct cur *c, struct ext_ref *r)
+{
+    uint8_t tag, cr8;
+    uint16_t len;
+    if (!cur_u8(c, &tag))
+        return false;
+    if (tag == ERL_NEWER_REFERENCE_EXT || tag == ERL_NEW_REFERENCE_EXT) {
+        if (!cur_n16(c, &len) || len < 1 || len > 5 ||
+            !ext_get_atom(c, r->node, sizeof r->node, NULL))
+            return false;
+        if (tag == ERL_NEWER_REFERENCE_EXT) {
+            if (!cur_n32(c, &r->creation))
+                return false;
+        } else {
+            if (!cur_u8(c, &cr8))
+                return false;
+            r->creation = cr8;
+        }
+        r->len = (uint8_t)len;
+        for (int i = 0; i < len; i++)
+            if (!cur_n32(c, &r->w[i]))
+                return false;
+        return true;
+    }
+    if (tag == ERL_REFERENCE_EXT) {
+        if (!ext_get_atom(c, r->node, sizeof r->node, NULL) || !cur_n32(c, &r->w[0]) ||
+            !cur_u8(c, &cr8))
+            return false;
+        r->creation = cr8;
+        r->len = 1;
+        return true;
+    }
+    return false;
+}
+
+bool ext_get_int(struct cur *c, int64_t *v)
+{
+    uint8_t tag, u8, n, sign;
+    uint32_t u32;
+    if (!cur_u8(c, &tag))
+        return false;
+    switch (tag) {
+    case ERL_SMALL_INTEGER_EXT:
+        if (!cur_u8(c, &u8))
+            return false;
+        *v = u8;
+        return true;
+    case ERL_INTEGER_EXT:
+        if (!cur_n32(c, &u32))
+            return false;
+        *v = (int32_t)u32;
+        return true;
+    case ERL_SMALL_BIG_EXT: {
+        if (!cur_u8(c, &n) || !cur_u8(c, &sign) || n > 8)
+            return false;
+        uint64_t m = 0;
+        for (int i = 0; i < n; i++) {
+            if (!cur_u8(c, &u8))
+                return false;
+            m |= (uint64_t)u8 << (8 * i);
+        }
+        if (m > (uint64_t)INT64_MAX)
+            return false;
+        *v = sign ? -(int64_t)m : (int64_t)m;
+        return true;
+    }
+    default:
+        return false;
+    }
+}
+
+bool ext_get_list_header(struct cur *c, uint32_t *n)
+{
+    uint8_t tag;
+    if (!cur_u8(c, &tag))
+        return false;
+    if (tag == ERL_NIL_EXT) {
+        *n = 0;
+        return true;
+    }
+    return tag == ERL_LIST_EXT && cur_n32(c, n);
+}
+
+bool ext_skip(struct cur *c, struct span *s)
+{
+    /* The frame's terms were walked with the real limits already; this walk
+     * only measures, so generous limits are safe. */
+    static const struct term_limits lim = {UINT32_MAX, UINT64_MAX};
+    long n = term_walk(cur_ptr(c), cur_left(c), &lim);
+    if (n <= 0)
+        return false;
+    if (s) {
+        s->p = cur_ptr(c);
+        s->n = (size_t)n;
+    }
+    return cur_skip(c, (size_t)n);
+}
+
+/* --- writers --- */
+
+/* Run an ei encoder twice: once to size (buf NULL), once to write. */
+#define EXT_EI(b, call_null, call_buf)                                     \
+    do {                                                                   \
+        int idx_ = 0;                                                      \
+        char *buf_ = NULL;                                                 \
+        (void)buf_;                                                        \
+        if ((call_null) < 0)                                               \
+            return false;                                                  \
+        if (!buf_reserve((b), (size_t)idx_))                               \
+            return false;                                                  \
+        buf_ = (char *)(b)->data + (b)->len;                               \
+        int want_ = idx_;                                                  \
+        idx_ = 0;                                                          \
+        if ((call_buf) < 0 || idx_ != want_)                               \
+            return false;                                                  \
+        (b)->len += (size_t)idx_;                                          \
+        return true;                                                       \
+    } while (0)
+
+bool ext_put_version(struct buf *b) { return buf_put_u8(b, 131); }
+
+bool ext_put_tuple(struct buf *b, uint32_t arity)
+{
+    if (arity < 256)
+        return buf_put_u8(b, ERL_SMALL_TUPLE_EXT) && buf_put_u8(b, (uint8_t)arity);
+    return buf_put_u8(b, ERL_LARGE_TUPLE_EXT) && buf_put_n32(b, arity);
+}
+
+bool ext_put_atom(struct buf *b, const char *s, size_t n)
+{
+    if (n < 256)
+        return buf_put_u8(b, ERL_SMALL_ATOM_UTF8_EXT) && buf_put_u8(b, (uint8_t)n) &&
+               buf_put(b, s, n);
+    if (n > EXT_ATOM_MAX)
+        return false;
+    return buf_put_u8(b, ERL_ATOM_UTF8_EXT) && buf_put_n16(b, (uint16_t)n) && buf_put(b, s, n);
+}
+
+bool ext_put_atomz(struct buf *b, const char *s) { return ext_put_atom(b, s, strlen(s)); }
+
+bool ext_put_int(struct buf *b, int64_t v)
+{
+    EXT_EI(b, ei_encode_longlong(NULL, &idx_, v), ei_encode_longlong(buf_, &idx_, v));
+}
+
+bool ext_put_nil(struct buf *b) { return buf_put_u8(b, ERL_NIL_EXT); }
+
+bool ext_put_list_header(struct buf *b, uint32_t n)
+{
+    if (n == 0)
+        return ext_put_nil(b);
+    return buf_put_u8(b, ERL_LIST_EXT) && buf_put_n32(b, n);
+}
+
+bool ext_put_binary(struct buf *b, const void *p, size_t n)
+{
+    if (n > UINT32_MAX)
+        return false;
+    return buf_put_u8(b, ERL_BINARY_EXT) && buf_put_n32(b, (uint32_t)n) && buf_put(b, p, n);
+}
+
+bool ext_put_pid(struct buf *b, struct span node_atom, uint32_t id, uint32_t serial,
+                 uint32_t creation)
+{
+    if (!buf_reserve(b, 1 + node_atom.n + 12))
+        return false;
+    buf_put_u8(b, ERL_NEW_PID_EXT);
+    buf_put(b, node_atom.p, node_atom.n);
+    buf_put_n32(b, id);
+    buf_put_n32(b, serial);
+    buf_put_n32(b, creation);
+    return true;
+}
+
+bool ext_put_ref(struct buf *b, struct span node_atom, uint32_t creation, const uint32_t *w,
+                 uint8_t len)
+{
+    if (!buf_reserve(b, 3 + node_atom.n + 4 + 4u * len))
+        return false;
+    buf_put_u8(b, ERL_NEWER_REFERENCE_EXT);
+    buf_put_n16(b, len);
+    buf_put(b, node_atom.p, node_atom.n);
+    buf_put_n32(b, creation);
+    for (int i = 0; i < len; i++)
+        buf_put_n32(b, w[i]);
+    return true;
+}

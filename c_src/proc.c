@@ -1,0 +1,461 @@
+/* proc.c - processes, monitors, links and exit signals (see proc.h).
+ * Cost notes: spawn, lookup and every monitor operation are O(1) (slots by
+ * index, monitors hashed by reference, intrusive lists for the per-process
+ * and per-peer sets); a process's end is O(its monitors + links). */
+#include "proc.h"
+
+#include <stdio.h>
+#include "hs.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "bucket.h"
+#include "gen.h"
+#include "log.h"
+#include "registry.h"
+
+static const uint8_t a_normal[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
+static const uint8_t a_killed[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};
+static const uint8_t a_kill[] = {119, 4, 'k', 'i', 'l', 'l'};
+static const uint8_t a_noproc[] = {119, 6, 'n', 'o', 'p', 'r', 'o', 'c'};
+static const uint8_t a_noconn[] = {119, 12, 'n', 'o', 'c', 'o', 'n', 'n',
+                                   'e', 'c', 't', 'i', 'o', 'n'};
+static const uint8_t a_shutdown[] = {119, 8, 's', 'h', 'u', 't', 'd', 'o', 'w', 'n'};
+
+const struct span R_NORMAL = {a_normal, sizeof a_normal};
+const struct span R_KILLED = {a_killed, sizeof a_killed};
+const struct span R_KILL = {a_kill, sizeof a_kill};
+const struct span R_NOPROC = {a_noproc, sizeof a_noproc};
+const struct span R_NOCONNECTION = {a_noconn, sizeof a_noconn};
+const struct span R_SHUTDOWN = {a_shutdown, sizeof a_shutdown};
+
+/* Reason atoms may arrive in any atom encoding; compare by text. */
+static bool reason_is(struct span r, const char *atom)
+{
+    struct cur c = cur_make(r.p, r.n);
+    return ext_atom_eq(&c, atom) && r.n == ((r.p[0] == 100 || r.p[0] == 118) ? 3 : 2) + strlen(atom);
+}
+
+struct proc_table *proc_table_new(void)
+{
+    struct proc_table *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->free_head = PROC_NONE;
+    t->mh_cap = 1024;
+    t->mh = calloc(t->mh_cap, sizeof *t->mh);
+    if (!t->mh) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void proc_table_free(struct proc_table *t)
+{
+    if (!t)
+        return;
+    for (uint32_t i = 0; i < t->mh_cap; i++) {
+        struct mon *m = t->mh[i];
+        while (m) {
+            struct mon *nx = m->h_next;
+            free(m);
+            m = nx;
+        }
+    }
+    while (t->mon_free) {
+        struct mon *nx = t->mon_free->h_next;
+        free(t->mon_free);
+        t->mon_free = nx;
+    }
+    free(t->mh);
+    free(t->v);
+    free(t);
+}
+
+uint32_t proc_spawn(struct node *n, enum proc_kind kind, void *state)
+{
+    struct proc_table *t = n->procs;
+    uint32_t id;
+    if (t->free_head != PROC_NONE) {
+        id = t->free_head;
+        t->free_head = t->v[id].reg_slot;
+    } else {
+        if (t->n == t->cap) {
+            uint32_t cap = t->cap ? t->cap * 2 : 1024;
+            if (cap > (1u << 27))
+                return PROC_NONE; /* pid numbers stay below 2^28, as the BEAM's */
+            struct proc *v = realloc(t->v, (size_t)cap * sizeof *v);
+            if (!v)
+                return PROC_NONE;
+            t->v = v;
+            t->cap = cap;
+        }
+        id = t->n++;
+        t->v[id].serial = 0;
+    }
+    struct proc *p = &t->v[id];
+    uint32_t serial = p->serial;
+    memset(p, 0, sizeof *p);
+    p->serial = serial;
+    p->kind = (uint8_t)kind;
+    p->reg_slot = PROC_NONE;
+    p->state = state;
+    t->live++;
+    return id;
+}
+
+struct proc *proc_by_id(struct node *n, uint32_t id)
+{
+    struct proc_table *t = n->procs;
+    if (id >= t->n || t->v[id].kind == PK_FREE)
+        return NULL;
+    return &t->v[id];
+}
+
+struct proc *proc_get(struct node *n, const struct epid *pid)
+{
+    if (pid->node != 0 || pid->creation != n->creation)
+        return NULL;
+    struct proc *p = proc_by_id(n, pid->id);
+    if (!p || p->serial != pid->serial || p->exiting)
+        return NULL;
+    return p;
+}
+
+void proc_pid(struct node *n, uint32_t id, struct epid *out)
+{
+    out->node = 0;
+    out->id = id;
+    out->serial = n->procs->v[id].serial;
+    out->creation = n->creation;
+}
+
+int proc_register(struct node *n, const char *name, uint32_t id)
+{
+    struct proc_table *t = n->procs;
+    if (t->nnames == PROC_MAX_NAMES || proc_whereis(n, name) != PROC_NONE)
+        return -1;
+    snprintf(t->names[t->nnames].name, sizeof t->names[0].name, "%s", name);
+    t->names[t->nnames].id = id;
+    t->v[id].name = (uint16_t)(t->nnames + 1);
+    t->nnames++;
+    return 0;
+}
+
+uint32_t proc_whereis(struct node *n, const char *name)
+{
+    struct proc_table *t = n->procs;
+    for (uint32_t i = 0; i < t->nnames; i++)
+        if (t->names[i].id != PROC_NONE && strcmp(t->names[i].name, name) == 0)
+            return t->names[i].id;
+    return PROC_NONE;
+}
+
+const char *proc_name_of(struct node *n, int idx)
+{
+    if (idx < 0 || (uint32_t)idx >= n->procs->nnames)
+        return NULL;
+    return n->procs->names[idx].name;
+}
+
+/* --- monitors --- */
+
+static uint32_t ref_hash(const struct eref *r)
+{
+    uint32_t h = r->node * 0x9E3779B1u ^ r->creation;
+    for (int i = 0; i < r->len; i++)
+        h = (h ^ r->w[i]) * 0x01000193u;
+    return h ^ (h >> 15);
+}
+
+static void mh_grow(struct proc_table *t)
+{
+    uint32_t cap = t->mh_cap * 2;
+    struct mon **mh = calloc(cap, sizeof *mh);
+    if (!mh)
+        return; /* keep the old table: longer chains, still correct */
+    for (uint32_t i = 0; i < t->mh_cap; i++) {
+        struct mon *m = t->mh[i];
+        while (m) {
+            struct mon *nx = m->h_next;
+            uint32_t b = ref_hash(&m->ref) & (cap - 1);
+            m->h_next = mh[b];
+            mh[b] = m;
+            m = nx;
+        }
+    }
+    free(t->mh);
+    t->mh = mh;
+    t->mh_cap = cap;
+}
+
+struct mon *mon_alloc(struct node *n)
+{
+    struct proc_table *t = n->procs;
+    struct mon *m = t->mon_free;
+    if (m)
+        t->mon_free = m->h_next;
+    else if (!(m = malloc(sizeof *m)))
+        return NULL;
+    memset(m, 0, sizeof *m);
+    m->name = -1;
+    return m;
+}
+
+void mon_insert(struct node *n, struct mon *m)
+{
+    struct proc_table *t = n->procs;
+    if (t->mh_count >= t->mh_cap)
+        mh_grow(t);
+    uint32_t b = ref_hash(&m->ref) & (t->mh_cap - 1);
+    m->h_next = t->mh[b];
+    t->mh[b] = m;
+    t->mh_count++;
+    if (m->local_target) {
+        struct proc *p = &t->v[m->target.id];
+        m->t_prev = NULL;
+        m->t_next = p->mons;
+        if (p->mons)
+            p->mons->t_prev = m;
+        p->mons = m;
+    }
+    if (m->peer) {
+        m->p_prev = NULL;
+        m->p_next = m->peer->mons;
+        if (m->peer->mons)
+            m->peer->mons->p_prev = m;
+        m->peer->mons = m;
+    }
+}
+
+struct mon *mon_find(struct node *n, const struct eref *ref)
+{
+    struct proc_table *t = n->procs;
+    for (struct mon *m = t->mh[ref_hash(ref) & (t->mh_cap - 1)]; m; m = m->h_next)
+        if (eref_eq(&m->ref, ref))
+            return m;
+    return NULL;
+}
+
+void mon_remove(struct node *n, struct mon *m)
+{
+    struct proc_table *t = n->procs;
+    struct mon **pp = &t->mh[ref_hash(&m->ref) & (t->mh_cap - 1)];
+    while (*pp && *pp != m)
+        pp = &(*pp)->h_next;
+    if (*pp) {
+        *pp = m->h_next;
+        t->mh_count--;
+    }
+    if (m->local_target) {
+        struct proc *p = &t->v[m->target.id];
+        if (m->t_prev)
+            m->t_prev->t_next = m->t_next;
+        else if (p->mons == m)
+            p->mons = m->t_next;
+        if (m->t_next)
+            m->t_next->t_prev = m->t_prev;
+    }
+    if (m->peer) {
+        if (m->p_prev)
+            m->p_prev->p_next = m->p_next;
+        else if (m->peer->mons == m)
+            m->peer->mons = m->p_next;
+        if (m->p_next)
+            m->p_next->p_prev = m->p_prev;
+    }
+    m->h_next = t->mon_free;
+    t->mon_free = m;
+}
+
+/* --- links --- */
+
+struct lnk *lnk_add(struct node *n, uint32_t local, const struct epid *other, struct peer *p)
+{
+    struct lnk *l = lnk_find(n, local, other);
+    if (l)
+        return l;
+    l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    struct proc *pr = &n->procs->v[local];
+    l->local = local;
+    l->other = *other;
+    l->peer = p;
+    l->l_next = pr->links;
+    if (pr->links)
+        pr->links->l_prev = l;
+    pr->links = l;
+    if (p) {
+        l->p_next = p->links;
+        if (p->links)
+            p->links->p_prev = l;
+        p->links = l;
+    }
+    return l;
+}
+
+struct lnk *lnk_find(struct node *n, uint32_t local, const struct epid *other)
+{
+    for (struct lnk *l = n->procs->v[local].links; l; l = l->l_next)
+        if (epid_eq(&l->other, other))
+            return l;
+    return NULL;
+}
+
+void lnk_remove(struct node *n, struct lnk *l)
+{
+    struct proc *pr = &n->procs->v[l->local];
+    if (l->l_prev)
+        l->l_prev->l_next = l->l_next;
+    else if (pr->links == l)
+        pr->links = l->l_next;
+    if (l->l_next)
+        l->l_next->l_prev = l->l_prev;
+    if (l->peer) {
+        if (l->p_prev)
+            l->p_prev->p_next = l->p_next;
+        else if (l->peer->links == l)
+            l->peer->links = l->p_next;
+        if (l->p_next)
+            l->p_next->p_prev = l->p_prev;
+    }
+    free(l);
+}
+
+/* --- ending --- */
+
+/* Call after mon_remove with a copy of the record: the registry may make
+ * and drop monitors while handling it. */
+static void deliver_down(struct node *n, const struct mon *m, struct span reason)
+{
+    /* The only local watcher is the registry. */
+    struct proc *w = proc_by_id(n, m->watcher.id);
+    if (w && w->kind == PK_REGISTRY && !w->exiting)
+        registry_on_down(n, m->tag, &m->ref, reason);
+}
+
+void proc_exit(struct node *n, uint32_t id, struct span reason)
+{
+    struct proc_table *t = n->procs;
+    struct proc *p = proc_by_id(n, id);
+    if (!p || p->exiting)
+        return;
+    p->exiting = 1;
+    struct epid self;
+    proc_pid(n, id, &self);
+    /* 1. Leave the registry before any DOWN, EXIT or reply leaves the node. */
+    if (p->kind == PK_BUCKET && p->reg_slot != PROC_NONE)
+        registry_drop_bucket(n, p->reg_slot, id);
+    if (p->kind == PK_REGISTRY)
+        registry_on_exit(n);
+    /* 2. Unregister. */
+    if (p->name)
+        t->names[p->name - 1].id = PROC_NONE;
+    /* 3. Monitors on this process fire. */
+    while (p->mons) {
+        struct mon *m = p->mons;
+        if (m->peer) {
+            node_send_monitor_exit(n, m->peer, &self, m->name >= 0 ? proc_name_of(n, m->name) : NULL,
+                                   &m->watcher, &m->ref, reason);
+            mon_remove(n, m);
+        } else {
+            struct mon copy = *m;
+            mon_remove(n, m);
+            deliver_down(n, &copy, reason);
+        }
+        p = &t->v[id]; /* the table may have moved */
+    }
+    /* 4. Linked processes get an exit signal. */
+    while (p->links) {
+        struct lnk *l = p->links;
+        struct epid other = l->other;
+        struct peer *peer = l->peer;
+        lnk_remove(n, l);
+        if (peer)
+            node_send_exit(n, peer, &self, &other, reason);
+        else if (other.node == 0)
+            proc_exit_signal(n, other.id, &self, reason, true);
+        p = &t->v[id];
+    }
+    /* 5. Free state and the slot. */
+    if (p->kind == PK_BUCKET)
+        bucket_free(p->state);
+    p->state = NULL;
+    p->kind = PK_FREE;
+    p->exiting = 0;
+    p->serial++;
+    p->reg_slot = t->free_head;
+    t->free_head = id;
+    t->live--;
+}
+
+void proc_exit_signal(struct node *n, uint32_t id, const struct epid *from, struct span reason,
+                      bool from_link)
+{
+    struct proc *p = proc_by_id(n, id);
+    if (!p || p->exiting)
+        return;
+    if (from_link) {
+        struct lnk *l = lnk_find(n, id, from);
+        if (!l)
+            return; /* no link (already unlinked): the signal is ignored */
+        lnk_remove(n, l);
+    }
+    bool is_kill = !from_link && reason_is(reason, "kill");
+    if (p->kind == PK_NET_KERNEL || (p->kind == PK_REGISTRY && !n->stopping)) {
+        /* System processes trap exits, as net_kernel and a supervised
+         * registry would; a kill is logged and refused so the node stays
+         * usable. */
+        LOGI("exit signal to %s ignored", p->kind == PK_NET_KERNEL ? "net_kernel" : "the registry");
+        return;
+    }
+    if (is_kill) {
+        proc_exit(n, id, R_KILLED);
+        return;
+    }
+    if (reason_is(reason, "normal") && !(from->node == 0 && from->id == id))
+        return;
+    proc_exit(n, id, reason);
+}
+
+/* --- peers --- */
+
+void proc_peer_down(struct node *n, struct peer *p)
+{
+    while (p->mons) {
+        struct mon copy = *p->mons;
+        mon_remove(n, p->mons);
+        if (!copy.local_target) /* we watched a process on that peer */
+            deliver_down(n, &copy, R_NOCONNECTION);
+    }
+    while (p->links) {
+        struct lnk *l = p->links;
+        uint32_t local = l->local;
+        struct epid other = l->other;
+        /* the link goes, and the local process gets noconnection */
+        lnk_remove(n, l);
+        proc_exit_signal(n, local, &other, R_NOCONNECTION, false);
+    }
+}
+
+void proc_peer_up(struct node *n, struct peer *p)
+{
+    for (struct mon *m = p->mons; m; m = m->p_next)
+        if (!m->local_target && !m->sent) {
+            /* A peer without DIST_MONITOR (some C nodes) gets no MONITOR_P:
+             * the monitor stays local and fires on noconnection. */
+            m->sent = true;
+            if (p->flags & DFLAG_DIST_MONITOR)
+                node_send_monitor_p(n, p, &m->watcher, &m->target, &m->ref);
+        }
+}
+
+void mon_fire(struct node *n, struct mon *m, struct span reason)
+{
+    struct mon copy = *m;
+    mon_remove(n, m);
+    deliver_down(n, &copy, reason);
+}

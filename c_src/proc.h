@@ -1,0 +1,110 @@
+/* proc.h - the processes of this node: pid table, registered names,
+ * monitors and links, exit signals, DOWN/EXIT emission and the cleanup when
+ * a peer's connection is lost.
+ * Owns: struct proc slots (pid = <index, serial>), struct mon and struct lnk
+ * records and the monitor-by-reference hash.  A behaviour's own state is
+ * owned by the behaviour (freed through proc_kind's destructor). */
+#ifndef KV_PROC_H
+#define KV_PROC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "node.h"
+
+enum proc_kind { PK_FREE = 0, PK_NET_KERNEL, PK_REGISTRY, PK_BUCKET };
+
+#define PROC_NONE UINT32_MAX
+
+/* 40 bytes: a million buckets cost 40 MB of slots here. */
+struct proc {
+    uint32_t serial;
+    uint8_t kind;
+    uint8_t exiting;
+    uint16_t name;      /* registered-name index + 1, 0 = none */
+    uint32_t reg_slot;  /* bucket: its registry entry (PROC_NONE if none);
+                           free slot: next free index */
+    void *state;        /* behaviour state, owned by the behaviour */
+    struct mon *mons;   /* monitors whose target is this process */
+    struct lnk *links;
+};
+
+struct mon {
+    struct mon *h_next;          /* ref hash chain */
+    struct mon *t_next, *t_prev; /* on the local target's list */
+    struct mon *p_next, *p_prev; /* on the peer's list */
+    struct peer *peer;           /* the remote side, NULL if both local */
+    struct eref ref;
+    struct epid watcher, target;
+    uint32_t tag;                /* the local watcher's own use (registry slot) */
+    int16_t name;                /* by-name monitor of a local name: index, else -1 */
+    bool local_target;
+    bool sent;                   /* our MONITOR_P went out on the current connection */
+};
+
+struct lnk {
+    struct lnk *l_next, *l_prev; /* on the local process */
+    struct lnk *p_next, *p_prev; /* on the peer */
+    struct peer *peer;           /* NULL when other is local */
+    uint32_t local;              /* local process index */
+    struct epid other;
+};
+
+#define PROC_MAX_NAMES 16
+
+struct proc_table {
+    struct proc *v;
+    uint32_t n, cap;       /* slots in use as high-water mark, allocated */
+    uint32_t free_head;    /* PROC_NONE when empty */
+    uint32_t live;
+    struct { char name[256]; uint32_t id; } names[PROC_MAX_NAMES];
+    uint32_t nnames;
+    struct mon **mh;       /* monitors by ref */
+    uint32_t mh_cap, mh_count;
+    struct mon *mon_free;  /* recycled records: calls monitor and demonitor
+                              each time, so no malloc per call */
+};
+
+/* Well-known exit reasons, encoded as atoms (no 131). */
+extern const struct span R_NORMAL, R_KILLED, R_KILL, R_NOPROC, R_NOCONNECTION, R_SHUTDOWN;
+
+struct proc_table *proc_table_new(void);
+void proc_table_free(struct proc_table *t);
+
+uint32_t proc_spawn(struct node *n, enum proc_kind kind, void *state);
+/* The live process for a pid of this node, or NULL. */
+struct proc *proc_get(struct node *n, const struct epid *pid);
+struct proc *proc_by_id(struct node *n, uint32_t id);
+void proc_pid(struct node *n, uint32_t id, struct epid *out);
+int proc_register(struct node *n, const char *name, uint32_t id);
+/* PROC_NONE when no live process has that name. */
+uint32_t proc_whereis(struct node *n, const char *name);
+const char *proc_name_of(struct node *n, int idx);
+
+/* End a process: registry entry first, then DOWN/EXIT to every watcher and
+ * linked process, then its state is freed and its slot recycled. */
+void proc_exit(struct node *n, uint32_t id, struct span reason);
+/* An exit signal arrived (exit/2 or a broken link): apply BEAM rules. */
+void proc_exit_signal(struct node *n, uint32_t id, const struct epid *from, struct span reason,
+                      bool from_link);
+
+/* Monitors. */
+struct mon *mon_alloc(struct node *n);
+void mon_insert(struct node *n, struct mon *m);  /* hash + lists */
+struct mon *mon_find(struct node *n, const struct eref *ref);
+void mon_remove(struct node *n, struct mon *m);  /* unhash, unlist, recycle */
+/* Our monitor fired (MONITOR_P_EXIT): remove it and tell the watcher. */
+void mon_fire(struct node *n, struct mon *m, struct span reason);
+/* Links. */
+struct lnk *lnk_add(struct node *n, uint32_t local, const struct epid *other, struct peer *p);
+struct lnk *lnk_find(struct node *n, uint32_t local, const struct epid *other);
+void lnk_remove(struct node *n, struct lnk *l);
+
+/* The peer's connection is gone: fire our monitors on it (noconnection),
+ * drop its monitors on us, deliver noconnection over its links. */
+void proc_peer_down(struct node *n, struct peer *p);
+/* The peer came up: send the MONITOR_Ps we queued for it. */
+void proc_peer_up(struct node *n, struct peer *p);
+
+#endif

@@ -1,0 +1,55 @@
+/* term.h - external term format over untrusted bytes.
+ * Owns: the bounded, iterative walker that every peer term passes before any
+ * ei call sees it; canonical encoding (one byte form per Erlang value, so
+ * that =:= equal terms compare equal as bytes); a keyed hash.
+ * Terms here carry no leading 131 version byte unless a function says so. */
+#ifndef KV_TERM_H
+#define KV_TERM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct term_limits {
+    uint32_t max_depth; /* nesting of tuples/lists/maps/funs; e.g. 1000 */
+    uint64_t max_terms; /* total sub-terms; e.g. 16M */
+};
+
+enum term_err {
+    TERM_E_SHORT = -1,   /* a length or arity points past the end */
+    TERM_E_TAG = -2,     /* unknown or unsupported tag (incl. ATOM_CACHE_REF) */
+    TERM_E_DEPTH = -3,   /* nested deeper than max_depth */
+    TERM_E_SIZE = -4,    /* more sub-terms than max_terms */
+    TERM_E_ATOM = -5,    /* atom over 255 characters or bad UTF-8 */
+    TERM_E_BAD = -6,     /* any other illegal field (ref > 5 words, bits 0/ >8, ...) */
+    TERM_E_NOMEM = -7,   /* the walker's stack (16 bytes per open container) */
+};
+
+/* Walk exactly one term at p[0..n) without reading outside it, iteratively.
+ * Returns the term's length in bytes (> 0) or a negative enum term_err. */
+long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim);
+/* Same for a term with its 131 version byte first; the result includes it. */
+long term_walk_versioned(const uint8_t *p, size_t n, const struct term_limits *lim);
+const char *term_strerror(long err);
+
+/* Append the canonical encoding of the (already walked) term p[0..n) to out,
+ * without version byte.  Equal Erlang values give equal bytes:
+ * atoms -> SMALL_ATOM_UTF8_EXT / ATOM_UTF8_EXT (Latin-1 atoms converted),
+ * integers -> SMALL_INTEGER_EXT 0..255, INTEGER_EXT for other int32, else
+ * SMALL_BIG_EXT/LARGE_BIG_EXT without high zero bytes (zero-magnitude bigs
+ * become SMALL_INTEGER_EXT 0); STRING_EXT -> LIST_EXT of integers; tuples by
+ * arity; map entries sorted by their canonical key bytes; FLOAT_EXT ->
+ * NEW_FLOAT_EXT; BIT_BINARY_EXT with 8 bits -> BINARY_EXT, unused bits
+ * zeroed; PID_EXT/PORT_EXT/REFERENCE_EXT/NEW_* -> NEW_PID_EXT/V4_PORT_EXT/
+ * NEWER_REFERENCE_EXT; funs with canonical sub-terms.
+ * Returns false on allocation failure or malformed input. */
+bool term_canon(const uint8_t *p, size_t n, struct buf *out);
+
+/* Keyed 64-bit hash of a byte string (hash of canonical bytes for keys). */
+uint64_t term_hash(const uint8_t *p, size_t n, uint64_t seed);
+/* The SipHash-2-4 under term_hash, with its full 128-bit key (k0, k1 as in
+ * the reference code: key bytes read little-endian); exposed for tests. */
+uint64_t term_siphash24(const uint8_t *p, size_t n, uint64_t k0, uint64_t k1);
+
+#endif

@@ -1,0 +1,30 @@
+/* tls.h - distribution over TLS (OpenSSL), behind the same calls conn.c
+ * makes for plain TCP.  Owns: the SSL_CTX (per node) and one SSL per conn. */
+#ifndef KV_TLS_H
+#define KV_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct node;
+struct conn;
+struct config;
+
+/* Load certificates; 0, or -1 with a one-line reason in err. */
+int tls_global_init(struct node *n, const struct config *cfg, char *err, size_t errlen);
+void tls_global_free(struct node *n);
+struct tls *tls_new(struct node *n, int fd, bool client);
+/* Advance the TLS handshake; calls conn_tls_ready when done, conn_close on
+ * failure. */
+void tls_drive(struct conn *c);
+/* >0 bytes, 0 EOF, -2 would block, -1 error. */
+ssize_t tls_read(struct conn *c, void *p, size_t n);
+/* bytes written (0 = would block), -1 error. */
+ssize_t tls_write(struct conn *c, const void *p, size_t n);
+bool tls_wants_write(struct conn *c);
+void tls_free(struct conn *c);
+
+void conn_tls_ready(struct conn *c);
+
+#endif

@@ -165,9 +165,13 @@ static int read_cookie_file(struct config *cfg, const char *path, char *err, siz
     if (fd < 0)
         return bad(err, errlen, "cannot read cookie file %s", path);
     struct stat st;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 0077))
-        LOGW("cookie file %s is readable or writable by others (mode %03o); chmod 400 it",
-             path, (unsigned)(st.st_mode & 0777));
+    if (fstat(fd, &st) == 0 && (st.st_mode & 0077)) {
+        /* As erl does: a cookie others can read is no secret. */
+        close(fd);
+        snprintf(err, errlen, "cookie file %s must be accessible by owner only (mode is %03o; chmod 400 it)",
+                 path, (unsigned)(st.st_mode & 0777));
+        return CFG_BAD;
+    }
     char b[512];
     ssize_t n = read(fd, b, sizeof b - 1);
     close(fd);

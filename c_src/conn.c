@@ -492,6 +492,8 @@ static void hs_failed(struct conn *c)
     switch (h->err) {
     case HS_E_DIGEST:
         LOGW("connection attempt from %s (node %s) refused: wrong cookie", c->addr, who);
+        if (!c->outgoing)
+            node_auth_failed(c->node, c->ip, c->addr);
         break;
     case HS_E_FLAGS:
         LOGW("connection from %s (node %s) refused: missing mandatory distribution flags 0x%llx",

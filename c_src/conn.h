@@ -42,6 +42,7 @@ struct conn {
     int epmd_fd;                /* CS_RESOLVE only */
     struct buf epmd_buf;        /* owned: epmd reply bytes */
     char addr[80];              /* peer address for logs */
+    uint32_t ip;                /* incoming: source address (network order) */
     struct peer *peer;          /* outgoing: from the start; incoming: once proven */
     struct hs hs;
     struct tls *tls;            /* NULL for plain TCP */

@@ -579,6 +579,41 @@ void node_conn_down(struct node *n, struct conn *c)
     proc_peer_down(n, p);
 }
 
+/* --- failed-handshake brake --- */
+
+static struct failrec *fail_slot(struct node *n, uint32_t ip)
+{
+    uint32_t h = (ip * 0x9E3779B1u) >> 24;
+    return &n->fails[h % NODE_FAIL_SLOTS];
+}
+
+void node_auth_failed(struct node *n, uint32_t ip, const char *addr)
+{
+    struct failrec *f = fail_slot(n, ip);
+    uint64_t now = loop_now(n->loop);
+    if (f->ip != ip || now - f->since > NODE_FAIL_WINDOW_MS) {
+        f->ip = ip;
+        f->count = 0;
+        f->since = now;
+    }
+    if (++f->count == NODE_FAIL_LIMIT)
+        LOGW("%u failed handshakes from %s within %u s: throttling it to one attempt per second",
+             NODE_FAIL_LIMIT, addr, NODE_FAIL_WINDOW_MS / 1000);
+}
+
+bool node_ip_throttled(struct node *n, uint32_t ip)
+{
+    struct failrec *f = fail_slot(n, ip);
+    uint64_t now = loop_now(n->loop);
+    if (f->ip != ip || f->count < NODE_FAIL_LIMIT || now - f->since > NODE_FAIL_WINDOW_MS)
+        return false;
+    if (now - f->last_try >= 1000) {
+        f->last_try = now;
+        return false;
+    }
+    return true;
+}
+
 /* --- listener --- */
 
 static void on_accept(struct loop *l, int fd, int ev, void *data)
@@ -596,9 +631,15 @@ static void on_accept(struct loop *l, int fd, int ev, void *data)
             close(cfd);
             continue;
         }
+        if (node_ip_throttled(n, sa.sin_addr.s_addr)) {
+            close(cfd);
+            continue;
+        }
         char addr[80];
         snprintf(addr, sizeof addr, "%s:%u", inet_ntoa(sa.sin_addr), ntohs(sa.sin_port));
-        conn_accept(n, cfd, addr);
+        struct conn *c = conn_accept(n, cfd, addr);
+        if (c)
+            c->ip = sa.sin_addr.s_addr;
     }
 }
 

@@ -322,11 +322,11 @@ static void queue_done(struct conn *c, struct oq *q)
     c->last_send = loop_now(c->node->loop);
     if (q == &c->out)
         mark_dirty(c);
-    if (c->out.bytes + c->pend.bytes > c->node->cfg->max_out_bytes) {
-        LOGW("connection to %s: output queue over %llu bytes (peer not reading), disconnecting",
-             c->peer ? c->peer->name : c->addr,
-             (unsigned long long)c->node->cfg->max_out_bytes);
-        conn_close(c, NULL);
+    /* Over the cap: closed at the end of the turn, never here, because the
+     * caller may be walking monitor lists that the close would change. */
+    if (c->out.bytes + c->pend.bytes > c->node->cfg->max_out_bytes && !c->over_cap) {
+        c->over_cap = true;
+        mark_dirty(c);
     }
 }
 
@@ -420,6 +420,13 @@ void conn_flush_dirty(struct node *n)
         struct conn *c = n->dirty;
         n->dirty = c->dirty_next;
         c->dirty = false;
+        if (c->over_cap) {
+            LOGW("connection to %s: output queue over %llu bytes (peer not reading), disconnecting",
+                 c->peer ? c->peer->name : c->addr,
+                 (unsigned long long)n->cfg->max_out_bytes);
+            conn_close(c, NULL);
+            continue;
+        }
         if (c->state != CS_UP && c->state != CS_HANDSHAKE)
             continue; /* not connected yet: written once it is */
         if (flush(c) < 0) {

@@ -54,6 +54,7 @@ struct conn {
     uint64_t last_recv, last_send;
     uint64_t id;                /* connection id, for logs and tests */
     bool want_write;
+    bool over_cap;              /* output cap exceeded: close at turn end */
 };
 
 /* Incoming TCP connection accepted by the node. */

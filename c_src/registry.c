@@ -243,17 +243,17 @@ static bool watch(struct node *n, uint32_t slot, const struct epid *pid)
     }
     mon_insert(n, m);
     n->reg->ents[slot].mon = m;
-    if (m->peer) {
-        if (m->peer->up) {
-            m->sent = true;
-            if (m->peer->flags & DFLAG_DIST_MONITOR)
-                node_send_monitor_p(n, m->peer, &m->watcher, &m->target, &m->ref);
-        } else if (!m->peer->conn && !node_connect(n, m->peer)) {
-            /* unreachable: the name goes at once */
-            mon_remove(n, m);
-            n->reg->ents[slot].mon = NULL;
-            return false;
-        }
+    struct peer *p = m->peer;
+    if (p && p->up) {
+        m->sent = true;
+        if (p->flags & DFLAG_DIST_MONITOR)
+            node_send_monitor_p(n, p, &m->watcher, &m->target, &m->ref);
+    } else if (p && !p->conn && !node_connect(n, p)) {
+        /* Unreachable.  A connect that failed at once already fired the
+         * monitor (noconnection) and removed the name; otherwise fire it
+         * here.  Either way m must not be touched after this. */
+        if (n->reg->ents[slot].len != UINT32_MAX && n->reg->ents[slot].mon == m)
+            mon_fire(n, m, R_NOCONNECTION);
     }
     return true;
 }

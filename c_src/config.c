@@ -236,7 +236,7 @@ int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t er
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         const char *a = optarg;
         switch (c) {
         case O_SNAME: sname = a; break;

@@ -6,6 +6,7 @@
 -export([bin/0, host/0, node_name/1, start/1, start/2, stop/1, os_pid/1, lines/1,
          wait_line/3, registry/1, start_peer/1, start_peer/2, stop_peer/1,
          wait_until/2, unique/1]).
+-export([start_long/2, port/1, count_lines/2]).
 
 bin() ->
     case os:getenv("KV_CNODE_BIN") of
@@ -19,8 +20,10 @@ host() ->
 
 node_name(SName) -> list_to_atom(SName ++ "@" ++ host()).
 
+%% Unique across concurrent CT runs on this host too (they share one epmd):
+%% the VM's OS pid is part of the name.
 unique(Prefix) ->
-    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
+    Prefix ++ "_" ++ os:getpid() ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
 
 registry(Node) -> {'Elixir.KV.Registry', Node}.
 
@@ -118,3 +121,35 @@ start_peer(Name, Args) ->
 stop_peer({Pid, _Node}) ->
     catch peer:stop(Pid),
     ok.
+
+%% start_long("name@host", Args) -> {ok, Handle}: like start/2 but with
+%% --name (long names); Handle's node is the given name.
+start_long(Name, Args) ->
+    os:cmd("epmd -daemon"),
+    Cookie = atom_to_list(erlang:get_cookie()),
+    HasCookie = lists:member("--cookie", Args) orelse lists:member("--cookie-file", Args),
+    All = ["--name", Name, "--exit-on-stdin-eof"] ++
+          case HasCookie of true -> []; false -> ["--cookie", Cookie] end ++ Args,
+    Self = self(),
+    Owner = spawn(fun() -> owner_init(Self, All) end),
+    receive
+        {Owner, ready, OsPid} ->
+            {ok, #{node => list_to_atom(Name), owner => Owner, os_pid => OsPid}};
+        {Owner, failed, Why} ->
+            {error, Why}
+    after 15000 ->
+        exit(Owner, kill),
+        {error, timeout}
+    end.
+
+%% The distribution port, from the "ready on port P" line.
+port(H) ->
+    [P | _] = [binary_to_integer(P0)
+               || L <- lines(H),
+                  {match, [P0]} <- [re:run(L, <<"ready on port ([0-9]+)">>,
+                                           [{capture, all_but_first, binary}])]],
+    P.
+
+%% How many log lines contain Pattern (a binary).
+count_lines(H, Pattern) ->
+    length([L || L <- lines(H), binary:match(L, Pattern) =/= nomatch]).

@@ -262,8 +262,8 @@ static enum gen_result call_register(struct node *n, struct span name, struct cu
                                      struct buf *out)
 {
     struct epid pid;
-    if (!node_get_pid(n, c, &pid))
-        return put_error(out, "badarg") ? GEN_REPLY : GEN_NOREPLY;
+    if (!node_get_pid(n, c, &pid)) /* not a pid: not a call we know */
+        return put_error(out, "unknown_call") ? GEN_REPLY : GEN_NOREPLY;
     uint32_t slot = reg_find(n->reg, name.p, name.n);
     if (slot != REG_NONE) {
         const struct epid *cur = &n->reg->ents[slot].pid;

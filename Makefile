@@ -60,5 +60,42 @@ test: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory ct
 
+bench: all
+	@QUICK=$(QUICK) KV_CNODE_BIN=$(CURDIR)/$(BUILD)/kv_cnode sh bench/run.sh
+
 clean:
 	rm -rf build _build
+
+# rebar3 dependency: `rebar3 compile` runs `make priv` (rebar.config pre_hooks)
+# in this directory, wherever it sits (_checkouts/, _build/*/lib/, deps/).
+# The copy is replaced atomically, so a running node's binary is never written.
+.PHONY: priv
+priv: $(BUILD)/kv_cnode
+	@mkdir -p priv
+	@cmp -s $(BUILD)/kv_cnode priv/kv_cnode || \
+	  { cp $(BUILD)/kv_cnode priv/kv_cnode.tmp && mv -f priv/kv_cnode.tmp priv/kv_cnode; }
+
+# Fuzzing (libFuzzer, clang from Debian; ASan+UBSan): tests/fuzz/fuzz_*.c
+# against every c_src object but main.o, built in build/fuzz.
+#   make fuzz          each target FUZZ_SECONDS (default 300) with its seeds
+#   make fuzz-smoke    each target 20 s (what `make test` runs)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 300
+FUZZ_BUILD   := build/fuzz
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -I$(EI_DIR)/include -Ic_src
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_OBJS    := $(patsubst c_src/%.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out c_src/main.c,$(SRCS)))
+.PHONY: fuzz fuzz-smoke fuzz-build
+$(FUZZ_BUILD)/obj/%.o: c_src/%.c $(wildcard c_src/*.h) | $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(FUZZ_BUILD)/obj:
+	mkdir -p $@
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
+fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+fuzz: fuzz-build
+	@sh tools/run_fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-smoke: fuzz-build
+	@sh tools/run_fuzz.sh 20 $(FUZZ_TARGETS)

@@ -35,7 +35,8 @@ bool buf_put_n16(struct buf *b, uint16_t v);
 bool buf_put_n32(struct buf *b, uint32_t v);
 bool buf_put_n64(struct buf *b, uint64_t v);
 static inline size_t buf_avail(const struct buf *b) { return b->len - b->off; }
-static inline uint8_t *buf_head(const struct buf *b) { return b->data + b->off; }
+/* An empty, never-grown buffer has data NULL: no arithmetic on it (UB). */
+static inline uint8_t *buf_head(const struct buf *b) { return b->data ? b->data + b->off : NULL; }
 /* Drop n bytes from the front. */
 void buf_consume(struct buf *b, size_t n);
 /* Move the unconsumed bytes to the start of the storage. */

@@ -74,4 +74,15 @@ void conn_move_output(struct conn *from, struct conn *to);
 /* Acceptor: the node's answer to the peer's name (see hs_accept_status). */
 void conn_set_status(struct conn *c, const char *status);
 
+/* Test and fuzz seam (no socket, fd -1): a connection from peer_name that
+ * has just finished its handshake with the given flags, through the real
+ * handshake_done / node_conn_up path.  NULL on a bad name or no memory.
+ * Feed it bytes with conn_input (the real frame path: cut, decode,
+ * dispatch; false once closed) and collect what it queued with
+ * conn_take_output (appended to to, or dropped when to is NULL). */
+struct conn *conn_new_up(struct node *n, const char *peer_name, uint64_t flags,
+                         uint32_t creation);
+bool conn_input(struct conn *c, const uint8_t *p, size_t len);
+size_t conn_take_output(struct conn *c, struct buf *to);
+
 #endif

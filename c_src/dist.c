@@ -95,6 +95,34 @@ static bool is_int(const struct cur *c)
            (t == ERL_SMALL_INTEGER_EXT || t == ERL_INTEGER_EXT || t == ERL_SMALL_BIG_EXT);
 }
 
+/* An unlink id: unsigned 64-bit on the wire (the BEAM's Uint64), so a
+ * SMALL_BIG_EXT of up to 8 bytes with any top bit, never negative. */
+static bool get_u64(struct cur *c, uint64_t *v)
+{
+    uint8_t tag, n, sign, b;
+    if (!cur_peek_u8(c, &tag))
+        return false;
+    if (tag != ERL_SMALL_BIG_EXT) {
+        int64_t s;
+        if (!ext_get_int(c, &s) || s < 0)
+            return false;
+        *v = (uint64_t)s;
+        return true;
+    }
+    if (!cur_u8(c, &tag) || !cur_u8(c, &n) || !cur_u8(c, &sign) || n > 8)
+        return false;
+    uint64_t m = 0;
+    for (int i = 0; i < n; i++) {
+        if (!cur_u8(c, &b))
+            return false;
+        m |= (uint64_t)b << (8 * i);
+    }
+    if (sign && m != 0)
+        return false;
+    *v = m;
+    return true;
+}
+
 static bool field_ok(char want, const struct cur *c)
 {
     switch (want) {
@@ -122,11 +150,15 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
                 struct dist_msg *m, const char **why)
 {
     struct cur c = cur_make(p, n);
-    uint8_t tag;
+    uint8_t tag = 0, hdr = 0;
     memset(m, 0, sizeof *m);
     if (!cur_u8(&c, &tag) || tag != 'p') {
-        *why = tag == 68 ? "atom-cache header (not negotiated)"
-               : (tag == 69 || tag == 70) ? "fragment header (not negotiated)"
+        /* the other headers start 131 68 / 131 69 / 131 70 */
+        if (tag == 131)
+            cur_peek_u8(&c, &hdr);
+        *why = n == 0 ? "empty frame body"
+               : hdr == 68 ? "atom-cache header (not negotiated)"
+               : (hdr == 69 || hdr == 70) ? "fragment header (not negotiated)"
                                           : "frame does not start with 112";
         return -1;
     }
@@ -166,13 +198,10 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
         }
         if (s->roles[i] == 'i') {
             struct cur t = ctl;
-            int64_t id;
-            /* ids are unsigned 64-bit; ext_get_int covers up to int64 */
-            if (!ext_get_int(&t, &id) || id < 0) {
-                *why = "unlink id is not a non-negative integer";
+            if (!get_u64(&t, &m->id)) {
+                *why = "unlink id is not a non-negative 64-bit integer";
                 return -1;
             }
-            m->id = (uint64_t)id;
             m->has_id = true;
         }
         struct span v;

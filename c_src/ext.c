@@ -256,6 +256,11 @@ bool ext_put_int(struct buf *b, int64_t v)
     EXT_EI(b, ei_encode_longlong(NULL, &idx_, v), ei_encode_longlong(buf_, &idx_, v));
 }
 
+bool ext_put_u64(struct buf *b, uint64_t v)
+{
+    EXT_EI(b, ei_encode_ulonglong(NULL, &idx_, v), ei_encode_ulonglong(buf_, &idx_, v));
+}
+
 bool ext_put_nil(struct buf *b) { return buf_put_u8(b, ERL_NIL_EXT); }
 
 bool ext_put_list_header(struct buf *b, uint32_t n)

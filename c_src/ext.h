@@ -49,6 +49,7 @@ bool ext_put_tuple(struct buf *b, uint32_t arity);
 bool ext_put_atom(struct buf *b, const char *s, size_t n);
 bool ext_put_atomz(struct buf *b, const char *s);
 bool ext_put_int(struct buf *b, int64_t v);
+bool ext_put_u64(struct buf *b, uint64_t v); /* unlink ids: up to 2^64-1 */
 bool ext_put_nil(struct buf *b);
 bool ext_put_list_header(struct buf *b, uint32_t n);
 bool ext_put_binary(struct buf *b, const void *p, size_t n);

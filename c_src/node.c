@@ -324,7 +324,7 @@ void node_send_unlink_ack(struct node *n, struct peer *p, uint64_t id, const str
         return;
     ext_put_tuple(b, 4);
     put_small(b, DOP_UNLINK_ID_ACK);
-    ext_put_int(b, (int64_t)id);
+    ext_put_u64(b, id);
     node_put_pid(n, b, from);
     node_put_pid(n, b, to);
     frame_end(c, b, st);
@@ -802,7 +802,10 @@ static void before_sleep(struct loop *l, void *data)
     conn_reap(n);
 }
 
-int node_start(struct node *n, struct config *cfg, struct loop *l)
+/* Identity and tables, no I/O; shared by node_start and node_init_bare.
+ * seed NULL: a random hash seed. */
+static int node_init_tables(struct node *n, struct config *cfg, struct loop *l,
+                            const uint64_t *seed)
 {
     memset(n, 0, sizeof *n);
     n->cfg = cfg;
@@ -812,7 +815,9 @@ int node_start(struct node *n, struct config *cfg, struct loop *l)
     ext_put_atom(&n->atom, n->name, strlen(n->name));
     n->lim.max_depth = cfg->max_depth;
     n->lim.max_terms = cfg->max_message_bytes; /* a term is at least a byte */
-    if (RAND_bytes((unsigned char *)&n->hash_seed, sizeof n->hash_seed) != 1)
+    if (seed)
+        n->hash_seed = *seed;
+    else if (RAND_bytes((unsigned char *)&n->hash_seed, sizeof n->hash_seed) != 1)
         return 1;
     n->cappeers = 64;
     n->peers = calloc(n->cappeers, sizeof *n->peers);
@@ -824,6 +829,33 @@ int node_start(struct node *n, struct config *cfg, struct loop *l)
     if (!n->peers || !n->peer_hash || !n->procs || !n->reg)
         return 1;
     buf_reserve(&n->scratch, 64 * 1024);
+    return 0;
+}
+
+static void node_spawn_system(struct node *n)
+{
+    uint32_t nk = proc_spawn(n, PK_NET_KERNEL, NULL);
+    proc_register(n, "net_kernel", nk);
+    n->registry_pid = proc_spawn(n, PK_REGISTRY, NULL);
+    proc_register(n, n->cfg->registry, n->registry_pid);
+}
+
+/* Test and fuzz seam: a node with its tables and system processes but no
+ * listener, epmd or TLS.  Connections come from conn_new_up (conn.h). */
+int node_init_bare(struct node *n, struct config *cfg, struct loop *l, uint32_t creation,
+                   uint64_t seed)
+{
+    if (node_init_tables(n, cfg, l, &seed) != 0)
+        return 1;
+    n->creation = creation;
+    node_spawn_system(n);
+    return 0;
+}
+
+int node_start(struct node *n, struct config *cfg, struct loop *l)
+{
+    if (node_init_tables(n, cfg, l, NULL) != 0)
+        return 1;
     if (cfg->tls_cert) {
         char err[512];
         if (tls_global_init(n, cfg, err, sizeof err) < 0) {
@@ -854,10 +886,7 @@ int node_start(struct node *n, struct config *cfg, struct loop *l)
         return 1;
     }
     loop_add_fd(l, n->epmd_fd, LOOP_READ, on_epmd, n);
-    uint32_t nk = proc_spawn(n, PK_NET_KERNEL, NULL);
-    proc_register(n, "net_kernel", nk);
-    n->registry_pid = proc_spawn(n, PK_REGISTRY, NULL);
-    proc_register(n, cfg->registry, n->registry_pid);
+    node_spawn_system(n);
     loop_set_before_sleep(l, before_sleep, n);
     LOGI("node %s up on port %u (creation %u)", n->name, n->port, n->creation);
     for (int i = 0; i < cfg->nconnect; i++) {

@@ -94,6 +94,10 @@ struct node {
 
 /* Set up (listen, register with epmd, start processes); 0 or exit code. */
 int node_start(struct node *n, struct config *cfg, struct loop *l);
+/* Test and fuzz seam: tables, identity (name from cfg) and the system
+ * processes, with a fixed hash seed; no listener, epmd or TLS.  0 or 1. */
+int node_init_bare(struct node *n, struct config *cfg, struct loop *l, uint32_t creation,
+                   uint64_t seed);
 /* Orderly shutdown: processes end with `shutdown`, watchers told, output
  * flushed, connections closed, epmd unregistered. */
 void node_shutdown(struct node *n);

@@ -22,7 +22,13 @@ void tls_drive(struct conn *c);
 ssize_t tls_read(struct conn *c, void *p, size_t n);
 /* bytes written (0 = would block), -1 error. */
 ssize_t tls_write(struct conn *c, const void *p, size_t n);
+/* The handshake or a read waits for a writable socket: keep EPOLLOUT and
+ * call tls_read (or tls_drive) when it comes.  Blocked writes need no flag:
+ * conn keeps EPOLLOUT while its queue holds bytes. */
 bool tls_wants_write(struct conn *c);
+/* OpenSSL holds bytes already read from the socket (no epoll event will
+ * come for them): keep calling tls_read until it returns -2. */
+bool tls_pending(struct conn *c);
 void tls_free(struct conn *c);
 
 void conn_tls_ready(struct conn *c);

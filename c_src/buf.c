@@ -93,45 +93,13 @@ void buf_shrink(struct buf *b, size_t keep)
     }
 }
 
-bool cur_u8(struct cur *c, uint8_t *v)
-{
-    if (cur_left(c) < 1)
-        return false;
-    *v = c->p[c->pos++];
-    return true;
-}
 
-bool cur_peek_u8(const struct cur *c, uint8_t *v)
-{
-    if (cur_left(c) < 1)
-        return false;
-    *v = c->p[c->pos];
-    return true;
-}
 
-bool cur_n16(struct cur *c, uint16_t *v)
-{
-    if (cur_left(c) < 2)
-        return false;
-    const uint8_t *p = c->p + c->pos;
-    *v = (uint16_t)((p[0] << 8) | p[1]);
-    c->pos += 2;
-    return true;
-}
 
-bool cur_n32(struct cur *c, uint32_t *v)
-{
-    if (cur_left(c) < 4)
-        return false;
-    const uint8_t *p = c->p + c->pos;
-    *v = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-    c->pos += 4;
-    return true;
-}
 
 bool cur_n64(struct cur *c, uint64_t *v)
 {
-    uint32_t hi, lo;
+    uint32_t hi = 0, lo = 0;
     if (cur_left(c) < 8)
         return false;
     cur_n32(c, &hi);
@@ -140,20 +108,4 @@ bool cur_n64(struct cur *c, uint64_t *v)
     return true;
 }
 
-bool cur_skip(struct cur *c, size_t n)
-{
-    if (cur_left(c) < n)
-        return false;
-    c->pos += n;
-    return true;
-}
 
-bool cur_span(struct cur *c, size_t n, struct span *s)
-{
-    if (cur_left(c) < n)
-        return false;
-    s->p = c->p + c->pos;
-    s->n = n;
-    c->pos += n;
-    return true;
-}

@@ -61,14 +61,57 @@ static inline struct cur cur_make(const void *p, size_t n)
 }
 static inline size_t cur_left(const struct cur *c) { return c->n - c->pos; }
 static inline const uint8_t *cur_ptr(const struct cur *c) { return c->p + c->pos; }
-bool cur_u8(struct cur *c, uint8_t *v);
-bool cur_n16(struct cur *c, uint16_t *v);
-bool cur_n32(struct cur *c, uint32_t *v);
+/* Inline: every byte from a peer passes through these. */
+static inline bool cur_u8(struct cur *c, uint8_t *v)
+{
+    if (c->pos >= c->n)
+        return false;
+    *v = c->p[c->pos++];
+    return true;
+}
+static inline bool cur_peek_u8(const struct cur *c, uint8_t *v)
+{
+    if (c->pos >= c->n)
+        return false;
+    *v = c->p[c->pos];
+    return true;
+}
+static inline bool cur_n16(struct cur *c, uint16_t *v)
+{
+    if (cur_left(c) < 2)
+        return false;
+    const uint8_t *p = c->p + c->pos;
+    *v = (uint16_t)((p[0] << 8) | p[1]);
+    c->pos += 2;
+    return true;
+}
+static inline bool cur_n32(struct cur *c, uint32_t *v)
+{
+    if (cur_left(c) < 4)
+        return false;
+    const uint8_t *p = c->p + c->pos;
+    *v = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+    c->pos += 4;
+    return true;
+}
 bool cur_n64(struct cur *c, uint64_t *v);
-bool cur_skip(struct cur *c, size_t n);
+static inline bool cur_skip(struct cur *c, size_t n)
+{
+    if (cur_left(c) < n)
+        return false;
+    c->pos += n;
+    return true;
+}
 /* A span of the next n bytes, pointing into the cursor's memory. */
-bool cur_span(struct cur *c, size_t n, struct span *s);
-bool cur_peek_u8(const struct cur *c, uint8_t *v);
+static inline bool cur_span(struct cur *c, size_t n, struct span *s)
+{
+    if (cur_left(c) < n)
+        return false;
+    s->p = c->p + c->pos;
+    s->n = n;
+    c->pos += n;
+    return true;
+}
 
 static inline void put_n16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
 static inline void put_n32(uint8_t *p, uint32_t v)

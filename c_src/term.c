@@ -71,7 +71,18 @@ static bool is_int_tag(uint8_t t)
  * same atoms in binary_to_term. */
 static size_t utf8_chars(const uint8_t *s, size_t n)
 {
-    size_t i = 0, chars = 0;
+    /* Node names and most atoms are ASCII: skip those bytes 8 at a time
+     * (they fill pids and refs, ~30 atoms per call). */
+    size_t i = 0, chars;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ULL)
+            break;
+    }
+    while (i < n && s[i] < 0x80)
+        i++;
+    chars = i;
     while (i < n) {
         uint8_t b = s[i];
         size_t more;

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ei.h>
+
 #include "conn.h"
 #include "dist.h"
 #include "epmd.h"
@@ -155,11 +157,36 @@ static bool intern(struct node *n, const char *name, uint32_t *idx)
     if (!p)
         return false;
     *idx = p->idx;
+    n->last_peer = p;
     return true;
+}
+
+/* Fast path for the common case: the node atom is byte-identical to ours
+ * or to the last peer's (BEAM sends SMALL_ATOM_UTF8_EXT, as we store them),
+ * so no copy, no hash, no strcmp. */
+static bool match_node_atom(struct node *n, struct cur *t, uint32_t *idx)
+{
+    const struct buf *cand[2] = {&n->atom, n->last_peer ? &n->last_peer->atom : NULL};
+    for (int i = 0; i < 2; i++) {
+        const struct buf *a = cand[i];
+        if (a && cur_left(t) >= a->len && memcmp(cur_ptr(t), a->data, a->len) == 0) {
+            t->pos += a->len;
+            *idx = i == 0 ? 0 : n->last_peer->idx;
+            return true;
+        }
+    }
+    return false;
 }
 
 bool node_get_pid(struct node *n, struct cur *c, struct epid *p)
 {
+    struct cur t = *c;
+    uint8_t tag;
+    if (cur_u8(&t, &tag) && tag == ERL_NEW_PID_EXT && match_node_atom(n, &t, &p->node) &&
+        cur_n32(&t, &p->id) && cur_n32(&t, &p->serial) && cur_n32(&t, &p->creation)) {
+        *c = t;
+        return true;
+    }
     struct ext_pid x;
     if (!ext_get_pid(c, &x) || !intern(n, x.node, &p->node))
         return false;
@@ -171,6 +198,21 @@ bool node_get_pid(struct node *n, struct cur *c, struct epid *p)
 
 bool node_get_ref(struct node *n, struct cur *c, struct eref *r)
 {
+    struct cur t = *c;
+    uint8_t tag;
+    uint16_t len;
+    if (cur_u8(&t, &tag) && tag == ERL_NEWER_REFERENCE_EXT && cur_n16(&t, &len) && len >= 1 &&
+        len <= 5 && match_node_atom(n, &t, &r->node) && cur_n32(&t, &r->creation)) {
+        bool ok = true;
+        memset(r->w, 0, sizeof r->w);
+        for (int i = 0; i < len && ok; i++)
+            ok = cur_n32(&t, &r->w[i]);
+        if (ok) {
+            r->len = (uint8_t)len;
+            *c = t;
+            return true;
+        }
+    }
     struct ext_ref x;
     if (!ext_get_ref(c, &x) || !intern(n, x.node, &r->node))
         return false;
@@ -469,8 +511,45 @@ static void handle_exit(struct node *n, struct peer *p, const struct dist_msg *m
     proc_exit_signal(n, to.id, &from, m->reason, link);
 }
 
+/* erts dist.c refuses ("invalid_message": the connection closes) a link,
+ * unlink, exit or monitor whose sender is not a process of the sending
+ * node, one aimed at a process of a third node, and a monitor of a process
+ * on a third node.  So every link and monitor belongs to the peer whose
+ * connection it goes with, and a peer cannot make us dial other nodes. */
+static const char *invalid_signal(struct node *n, struct peer *p, const struct dist_msg *m)
+{
+    struct epid pid;
+    struct cur c = cur_make(m->from.p, m->from.n);
+    switch (m->kind) {
+    case DK_LINK:
+    case DK_UNLINK:
+    case DK_UNLINK_ACK:
+    case DK_EXIT:
+    case DK_EXIT2:
+    case DK_MONITOR:
+    case DK_DEMONITOR:
+        if (!node_get_pid(n, &c, &pid) || pid.node != p->idx)
+            return "sender is not a process of the peer";
+        break;
+    default:
+        return NULL;
+    }
+    c = cur_make(m->to.p, m->to.n);
+    if (ext_is_pid(&c) && (!node_get_pid(n, &c, &pid) || pid.node != 0))
+        return "target is a process of another node";
+    return NULL;
+}
+
 void node_handle(struct node *n, struct peer *p, const struct dist_msg *m)
 {
+    const char *bad = invalid_signal(n, p, m);
+    if (bad) {
+        LOGW("connection to %s (%s): %s (control operation %d), disconnecting", p->name,
+             p->conn ? p->conn->addr : "?", bad, m->op);
+        if (p->conn)
+            conn_close(p->conn, NULL);
+        return;
+    }
     switch (m->kind) {
     case DK_SEND: {
         struct epid to;

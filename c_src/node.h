@@ -72,6 +72,7 @@ struct node {
     uint64_t epmd_timer;
     struct peer **peers;    /* by index; [0] unused (this node) */
     uint32_t npeers, cappeers;
+    struct peer *last_peer; /* cache for decoding pids from the same node */
     struct peer **peer_hash;
     uint32_t peer_hash_cap;
     struct conn *conns;     /* every connection, any state */

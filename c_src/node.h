@@ -109,6 +109,15 @@ struct peer *node_peer_find(struct node *n, const char *name);
 /* Find or create (NULL when the table is full). */
 struct peer *node_peer_get(struct node *n, const char *name);
 struct peer *node_peer(struct node *n, uint32_t idx);
+/* Whether p takes MONITOR_P from us.  ei-based C nodes advertise
+ * DIST_MONITOR without DIST_MONITOR_NAME and their receive loop fails on a
+ * monitor message, so both flags are required (DESIGN.md); otherwise the
+ * monitor stays local and fires with noconnection. */
+static inline bool node_peer_takes_monitors(const struct peer *p)
+{
+    const uint64_t need = 0x8ULL | 0x20ULL; /* DIST_MONITOR | DIST_MONITOR_NAME */
+    return (p->flags & need) == need;
+}
 /* Ensure a connection to p exists (connecting on demand). */
 bool node_connect(struct node *n, struct peer *p);
 

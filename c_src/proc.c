@@ -445,11 +445,12 @@ void proc_peer_up(struct node *n, struct peer *p)
 {
     for (struct mon *m = p->mons; m; m = m->p_next)
         if (!m->local_target && !m->sent) {
-            /* A peer without DIST_MONITOR (some C nodes) gets no MONITOR_P:
+            /* A peer that takes no MONITOR_P (ei-based C nodes) gets none:
              * the monitor stays local and fires on noconnection. */
-            m->sent = true;
-            if (p->flags & DFLAG_DIST_MONITOR)
+            if (node_peer_takes_monitors(p)) {
+                m->sent = true;
                 node_send_monitor_p(n, p, &m->watcher, &m->target, &m->ref);
+            }
         }
 }
 

@@ -245,9 +245,10 @@ static bool watch(struct node *n, uint32_t slot, const struct epid *pid)
     n->reg->ents[slot].mon = m;
     struct peer *p = m->peer;
     if (p && p->up) {
-        m->sent = true;
-        if (p->flags & DFLAG_DIST_MONITOR)
+        if (node_peer_takes_monitors(p)) {
+            m->sent = true;
             node_send_monitor_p(n, p, &m->watcher, &m->target, &m->ref);
+        }
     } else if (p && !p->conn && !node_connect(n, p)) {
         /* Unreachable.  A connect that failed at once already fired the
          * monitor (noconnection) and removed the name; otherwise fire it

@@ -46,6 +46,11 @@ $(BUILD)/kv_cnode: $(OBJS)
 $(BUILD)/tests/%: tests/%.c $(LIBOBJS) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS) -lcmocka
 
+# Test helper for erl_test/kv_cnode_peers_SUITE: a third-party C node on
+# erl_interface's own client API (ei_connect, ei_reg_send, ei_xreceive_msg).
+$(BUILD)/tests/ei_peer: tests/peers/ei_peer.c | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(EI_DIR)/lib -lei -lpthread
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@epmd -names >/dev/null 2>&1 || epmd -daemon
@@ -54,12 +59,18 @@ run: deps
 unit: $(TESTS)
 	@sh tools/run_unit.sh $(TESTS)
 
-ct: all
-	@sh tools/run_ct.sh
+ct: all $(BUILD)/tests/ei_peer
+	@KV_CNODE_BIN=$${KV_CNODE_BIN:-$(CURDIR)/$(BUILD)/kv_cnode} sh tools/run_ct.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory ct
+
+# valgrind memcheck of the CT suites: zero errors, zero definite/indirect leaks
+.PHONY: memcheck
+memcheck: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/memcheck.sh $(CURDIR)/$(BUILD)/kv_cnode
 
 bench: all
 	@QUICK=$(QUICK) KV_CNODE_BIN=$(CURDIR)/$(BUILD)/kv_cnode sh bench/run.sh
@@ -89,6 +100,7 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_OBJS    := $(patsubst c_src/%.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out c_src/main.c,$(SRCS)))
 .PHONY: fuzz fuzz-smoke fuzz-build
+.SECONDARY: $(FUZZ_OBJS)
 $(FUZZ_BUILD)/obj/%.o: c_src/%.c $(wildcard c_src/*.h) | $(FUZZ_BUILD)/obj
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 $(FUZZ_BUILD)/obj:

@@ -202,6 +202,10 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
                 *why = "unlink id is not a non-negative 64-bit integer";
                 return -1;
             }
+            if (m->id == 0 && op == DOP_UNLINK_ID) {
+                *why = "unlink id 0"; /* never issued; erts refuses it too */
+                return -1;
+            }
             m->has_id = true;
         }
         struct span v;

@@ -64,6 +64,9 @@ ct: all $(BUILD)/tests/ei_peer
 
 test: deps
 	@$(MAKE) --no-print-directory all unit
+ifneq ($(SANITIZE),1)
+	@$(MAKE) --no-print-directory fuzz-smoke
+endif
 	@$(MAKE) --no-print-directory ct
 
 # valgrind memcheck of the CT suites: zero errors, zero definite/indirect leaks

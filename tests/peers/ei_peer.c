@@ -16,6 +16,8 @@
  *
  * hold commands (one per line on stdin): "lookup NAME", "count",
  * "get NAME KEY" (binaries), "put NAME KEY VALUE" (binaries), "self".
+ * A call waits 5 s for its reply (EI_PEER_CALL_MS in the environment
+ * changes that); ei_connect waits 5 s too.
  */
 #include <errno.h>
 #include <poll.h>
@@ -33,7 +35,7 @@
 #include "ei.h"
 
 #define REGISTRY "Elixir.KV.Registry"
-#define CALL_TIMEOUT_MS 5000
+static int call_timeout_ms = 5000; /* EI_PEER_CALL_MS overrides */
 #define HOLD_LIMIT_S 300 /* a forgotten hold peer ends by itself */
 
 static ei_cnode ec;
@@ -133,11 +135,11 @@ static void call(const char *step, const char *to_name, erlang_pid *to_pid,
     if (r < 0)
         fail(1, step, "send failed erl_errno=%d", erl_errno);
 
-    long deadline = now_ms() + CALL_TIMEOUT_MS;
+    long deadline = now_ms() + call_timeout_ms;
     for (;;) {
         erlang_msg msg;
         if (!recv_msg(&msg, reply, deadline))
-            fail(1, step, "no reply within %d ms", CALL_TIMEOUT_MS);
+            fail(1, step, "no reply within %d ms", call_timeout_ms);
         int i = 0, ver, arity;
         erlang_ref got;
         if (msg.msgtype == ERL_SEND && ei_decode_version(reply->buff, &i, &ver) == 0 &&
@@ -487,6 +489,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s NODE COOKIE calls|hold NAME [ALIVE]\n", argv[0]);
         return 2;
     }
+    const char *ms = getenv("EI_PEER_CALL_MS");
+    if (ms && atoi(ms) > 0)
+        call_timeout_ms = atoi(ms);
     connect_to(argv[1], argv[2], argc > 5 ? argv[5] : NULL);
     return strcmp(argv[3], "calls") == 0 ? mode_calls(argv[4]) : mode_hold(argv[4]);
 }

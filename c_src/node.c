@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -309,51 +310,60 @@ void node_send_demonitor_p(struct node *n, struct peer *p, const struct epid *fr
     send_mon_op(n, p, DOP_DEMONITOR_P, from, to, ref);
 }
 
+/* Exit-carrying signals come in two forms: the reason as the last control
+ * field, or (EXIT_PAYLOAD negotiated) as a payload term after the control
+ * tuple.  exit_begin writes the tuple header and op for the peer's form;
+ * the caller writes the other fields; exit_end adds the reason. */
+static struct buf *exit_begin(struct node *n, struct peer *p, uint8_t op, uint8_t payload_op,
+                              uint32_t fields, struct conn **c, size_t *st)
+{
+    struct buf *b = frame_begin(n, p, c, st);
+    if (!b)
+        return NULL;
+    bool payload = p->flags & DFLAG_EXIT_PAYLOAD;
+    ext_put_tuple(b, 1 + fields + (payload ? 0 : 1));
+    put_small(b, payload ? payload_op : op);
+    return b;
+}
+
+static void exit_end(struct peer *p, struct conn *c, struct buf *b, size_t st, struct span reason)
+{
+    if (p->flags & DFLAG_EXIT_PAYLOAD)
+        ext_put_version(b);
+    buf_put(b, reason.p, reason.n);
+    frame_end(c, b, st);
+}
+
 void node_send_monitor_exit(struct node *n, struct peer *p, const struct epid *from,
                             const char *from_name, const struct epid *to,
                             const struct eref *ref, struct span reason)
 {
-    if (!p->up)
-        return;
     struct conn *c;
     size_t st;
-    struct buf *b = frame_begin(n, p, &c, &st);
-    if (!b)
+    struct buf *b;
+    if (!p->up ||
+        !(b = exit_begin(n, p, DOP_MONITOR_P_EXIT, DOP_PAYLOAD_MONITOR_P_EXIT, 3, &c, &st)))
         return;
-    bool payload = p->flags & DFLAG_EXIT_PAYLOAD;
-    ext_put_tuple(b, payload ? 4 : 5);
-    put_small(b, payload ? DOP_PAYLOAD_MONITOR_P_EXIT : DOP_MONITOR_P_EXIT);
     if (from_name)
         ext_put_atomz(b, from_name);
     else
         node_put_pid(n, b, from);
     node_put_pid(n, b, to);
     node_put_ref(n, b, ref);
-    if (payload)
-        ext_put_version(b);
-    buf_put(b, reason.p, reason.n);
-    frame_end(c, b, st);
+    exit_end(p, c, b, st, reason);
 }
 
 void node_send_exit(struct node *n, struct peer *p, const struct epid *from,
                     const struct epid *to, struct span reason)
 {
-    if (!p->up)
-        return;
     struct conn *c;
     size_t st;
-    struct buf *b = frame_begin(n, p, &c, &st);
-    if (!b)
+    struct buf *b;
+    if (!p->up || !(b = exit_begin(n, p, DOP_EXIT, DOP_PAYLOAD_EXIT, 2, &c, &st)))
         return;
-    bool payload = p->flags & DFLAG_EXIT_PAYLOAD;
-    ext_put_tuple(b, payload ? 3 : 4);
-    put_small(b, payload ? DOP_PAYLOAD_EXIT : DOP_EXIT);
     node_put_pid(n, b, from);
     node_put_pid(n, b, to);
-    if (payload)
-        ext_put_version(b);
-    buf_put(b, reason.p, reason.n);
-    frame_end(c, b, st);
+    exit_end(p, c, b, st, reason);
 }
 
 void node_send_unlink_ack(struct node *n, struct peer *p, uint64_t id, const struct epid *from,
@@ -414,24 +424,18 @@ static void handle_monitor(struct node *n, struct peer *p, const struct dist_msg
     bool foreign;
     uint32_t id = resolve_local(n, m->to, &name_idx, &foreign);
     if (id == PROC_NONE) {
-        /* noproc at once: From in the exit is what the watcher named */
-        struct cur tc = cur_make(m->to.p, m->to.n);
+        /* noproc at once; From in the exit is what the watcher named, so
+         * the fields go back as they came */
         struct conn *c;
         size_t st;
-        struct buf *b = frame_begin(n, p, &c, &st);
+        struct buf *b =
+            exit_begin(n, p, DOP_MONITOR_P_EXIT, DOP_PAYLOAD_MONITOR_P_EXIT, 3, &c, &st);
         if (!b)
             return;
-        bool payload = p->flags & DFLAG_EXIT_PAYLOAD;
-        ext_put_tuple(b, payload ? 4 : 5);
-        put_small(b, payload ? DOP_PAYLOAD_MONITOR_P_EXIT : DOP_MONITOR_P_EXIT);
         buf_put(b, m->to.p, m->to.n);
-        (void)tc;
         buf_put(b, m->from.p, m->from.n);
         buf_put(b, m->ref.p, m->ref.n);
-        if (payload)
-            ext_put_version(b);
-        buf_put(b, R_NOPROC.p, R_NOPROC.n);
-        frame_end(c, b, st);
+        exit_end(p, c, b, st, R_NOPROC);
         return;
     }
     if (mon_find(n, &ref))
@@ -695,6 +699,13 @@ bool node_ip_throttled(struct node *n, uint32_t ip)
 
 /* --- listener --- */
 
+static void resume_accept(struct loop *l, uint64_t id, void *data)
+{
+    struct node *n = data;
+    if (!n->stopping && n->listen_fd >= 0)
+        loop_mod_fd(l, n->listen_fd, LOOP_READ);
+}
+
 static void on_accept(struct loop *l, int fd, int ev, void *data)
 {
     struct node *n = data;
@@ -702,8 +713,22 @@ static void on_accept(struct loop *l, int fd, int ev, void *data)
         struct sockaddr_in sa;
         socklen_t sl = sizeof sa;
         int cfd = accept4(fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0)
+        if (cfd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The pending connection stays queued and the listener stays
+                 * readable: pause accepting for 100 ms instead of spinning. */
+                static uint64_t last_log;
+                uint64_t now = loop_now(l);
+                if (!last_log || now - last_log >= 10000) {
+                    last_log = now;
+                    LOGW("cannot accept connections: %s; pausing accept (100 ms at a time)",
+                         strerror(errno));
+                }
+                loop_mod_fd(l, fd, 0);
+                loop_timer_add(l, 100, resume_accept, n);
+            }
             return;
+        }
         if (n->stopping || n->nconns >= n->cfg->max_connections) {
             LOGW("connection from %s refused: --max-connections %u reached",
                  inet_ntoa(sa.sin_addr), n->cfg->max_connections);
@@ -941,6 +966,14 @@ int node_start(struct node *n, struct config *cfg, struct loop *l)
             fprintf(stderr, "kv_cnode: %s\n", err);
             return 2;
         }
+    }
+    /* Room for --max-connections sockets and a few more (listener, epmd,
+     * signals, stdio): raise the soft fd limit towards the hard one. */
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cfg->max_connections + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want) ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     if (listen_on(n) < 0) {
         fprintf(stderr, "kv_cnode: cannot listen on port %u: %s\n", cfg->port, strerror(errno));

@@ -4,6 +4,7 @@
 #   make test     install what is missing, build, run every unit and CT suite
 #   make unit     cmocka suites only;  make ct  Common Test suites only
 #   make bench    benchmark against the BEAM baseline (QUICK=1 for a short run)
+#   make memcheck the CT suites with kv_cnode under valgrind (zero errors, zero leaks)
 #   SANITIZE=1    build with ASan+UBSan
 
 CC      ?= cc

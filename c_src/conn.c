@@ -475,7 +475,7 @@ static void handle_read(struct conn *c)
         c->in.len += (size_t)r;
         c->last_recv = loop_now(c->node->loop);
         process_input(c);
-        if (c->state == CS_CLOSED)
+        if (c->state == CS_CLOSED || c->over_cap)
             return;
         if ((size_t)r < room)
             break;
@@ -488,6 +488,28 @@ static void drain_hs_out(struct conn *c)
 {
     queue_raw(c, buf_head(&c->hs.out), buf_avail(&c->hs.out));
     buf_reset(&c->hs.out);
+}
+
+/* The names of the mandatory flags in f, as OTP spells them. */
+static const char *mandatory_flag_names(uint64_t f, char *out, size_t n)
+{
+    static const struct {
+        uint64_t bit;
+        const char *name;
+    } t[] = {{DFLAG_EXTENDED_REFERENCES, "EXTENDED_REFERENCES"}, {DFLAG_FUN_TAGS, "FUN_TAGS"},
+             {DFLAG_EXTENDED_PIDS_PORTS, "EXTENDED_PIDS_PORTS"}, {DFLAG_UTF8_ATOMS, "UTF8_ATOMS"},
+             {DFLAG_NEW_FUN_TAGS, "NEW_FUN_TAGS"}, {DFLAG_BIG_CREATION, "BIG_CREATION"},
+             {DFLAG_NEW_FLOATS, "NEW_FLOATS"}, {DFLAG_MAP_TAG, "MAP_TAG"},
+             {DFLAG_EXPORT_PTR_TAG, "EXPORT_PTR_TAG"}, {DFLAG_BIT_BINARIES, "BIT_BINARIES"},
+             {DFLAG_HANDSHAKE_23, "HANDSHAKE_23"}};
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof t / sizeof t[0] && len < n; i++)
+        if (f & t[i].bit) {
+            int w = snprintf(out + len, n - len, "%sDFLAG_%s", len ? " " : "", t[i].name);
+            len += w > 0 ? (size_t)w : 0;
+        }
+    return out;
 }
 
 static void hs_failed(struct conn *c)
@@ -504,10 +526,13 @@ static void hs_failed(struct conn *c)
         if (!c->outgoing)
             node_auth_failed(c->node, c->ip, c->addr);
         break;
-    case HS_E_FLAGS:
-        LOGW("connection from %s (node %s) refused: missing mandatory distribution flags 0x%llx",
-             c->addr, who, (unsigned long long)h->missing);
+    case HS_E_FLAGS: {
+        char names[256];
+        LOGW("connection from %s (node %s) refused: missing mandatory distribution flags 0x%llx (%s)",
+             c->addr, who, (unsigned long long)h->missing,
+             mandatory_flag_names(h->missing, names, sizeof names));
         break;
+    }
     case HS_E_STATUS:
         LOGI("connection to %s refused by the peer: %s", c->addr, h->status);
         break;
@@ -564,7 +589,10 @@ static void send_tick(struct conn *c)
 static void process_frames(struct conn *c)
 {
     struct node *n = c->node;
-    while (c->state == CS_UP && buf_avail(&c->in) > 0) {
+    /* Over the output cap: handle no more of its input this turn (it is
+     * closed at the end of the turn), so small requests for big replies
+     * cannot pile up more than one reply past the cap. */
+    while (c->state == CS_UP && !c->over_cap && buf_avail(&c->in) > 0) {
         struct span body;
         long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), n->cfg->max_message_bytes, &body);
         if (k == DIST_NEED_MORE)

@@ -7,6 +7,7 @@
          wait_line/3, registry/1, start_peer/1, start_peer/2, stop_peer/1,
          wait_until/2, unique/1]).
 -export([start_long/2, port/1, count_lines/2]).
+-export([start_env/3, fd_count/1, vm_kb/2, memcheck/0]).
 
 bin() ->
     case os:getenv("KV_CNODE_BIN") of
@@ -153,3 +154,46 @@ port(H) ->
 %% How many log lines contain Pattern (a binary).
 count_lines(H, Pattern) ->
     length([L || L <- lines(H), binary:match(L, Pattern) =/= nomatch]).
+
+%% start_env(SName, Args, Env) -> {ok, Handle}: like start/2, with Env
+%% ([{Var, Value | false}]) added to the binary's environment (e.g.
+%% ERL_EPMD_PORT for a private epmd, which must already be running: this
+%% does not start the default epmd).
+start_env(SName, Args, Env) ->
+    Cookie = atom_to_list(erlang:get_cookie()),
+    HasCookie = lists:member("--cookie", Args) orelse lists:member("--cookie-file", Args),
+    All = ["--sname", SName, "--exit-on-stdin-eof"] ++
+          case HasCookie of true -> []; false -> ["--cookie", Cookie] end ++ Args,
+    Self = self(),
+    Owner = spawn(fun() ->
+                          Port = open_port({spawn_executable, bin()},
+                                           [{args, All}, {env, Env}, {line, 4096}, binary,
+                                            exit_status, stderr_to_stdout, use_stdio]),
+                          {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+                          owner_wait(Self, Port, OsPid, [])
+                  end),
+    receive
+        {Owner, ready, OsPid} ->
+            {ok, #{node => node_name(SName), owner => Owner, os_pid => OsPid}};
+        {Owner, failed, Why} ->
+            {error, Why}
+    after 15000 ->
+        exit(Owner, kill),
+        {error, timeout}
+    end.
+
+%% Open file descriptors of the node's OS process.
+fd_count(H) ->
+    {ok, Fds} = file:list_dir("/proc/" ++ integer_to_list(os_pid(H)) ++ "/fd"),
+    length(Fds).
+
+%% A /proc/PID/status memory figure in kB ("VmRSS", "VmHWM", ...).
+vm_kb(H, Field) ->
+    {ok, B} = file:read_file("/proc/" ++ integer_to_list(os_pid(H)) ++ "/status"),
+    {match, [V]} = re:run(B, ["^", Field, ":\\s+([0-9]+) kB"],
+                          [multiline, {capture, all_but_first, binary}]),
+    binary_to_integer(V).
+
+%% True when the binary runs under valgrind (make memcheck sets
+%% KV_MEMCHECK=1): suites skip what only makes sense at native speed.
+memcheck() -> os:getenv("KV_MEMCHECK") =:= "1".

@@ -69,8 +69,7 @@ end_per_suite(_Config) ->
 
 init_per_testcase(_TC, Config) ->
     cleanup(),
-    J = spawn(fun() -> janitor([]) end),
-    register(?JANITOR, J),
+    ?LIB:janitor_start(?JANITOR),
     Config.
 
 end_per_testcase(_TC, Config) ->
@@ -206,7 +205,7 @@ wrong_digest_logged(_Config) ->
     ok = gen_tcp:send(S2, <<"r", 1:32, 0:8/unit:8>>),  % 8-byte digest
     {error, closed} = gen_tcp:recv(S2, 0, 5000),
     gen_tcp:close(S2),
-    true = wait_until(fun() -> match_lines(H, <<"127\\.0\\.0\\.1:",
+    true = wait_until(fun() -> ?LIB:match_lines(H, <<"127\\.0\\.0\\.1:",
                                                 (integer_to_binary(LPort2))/binary>>) =/= []
                       end, 10000),
     pong = net_adm:ping(node_of(H)),
@@ -605,7 +604,7 @@ kill9_mid_call(_Config) ->
     {P, PN} = peer_start(unique("pk"), [], #{}),
     NProcs = 40,
     ok = pcall(P, ?MODULE, peer_load, [N, Buckets, NProcs, kill9]),
-    true = wait_line(H, up_line(PN), 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
     Expect = 4 + NProcs,
     Expect = gen_server:call(R, count),
     {_, Refs} = sys:get_state(R),
@@ -615,7 +614,7 @@ kill9_mid_call(_Config) ->
     true = wait_until(fun() -> [sys:get_state(B) || B <- Buckets] =/= V0 end, 5000),
     OsPid = pcall(P, os, getpid, []),
     "" = os:cmd("kill -9 " ++ OsPid),
-    true = wait_line(H, down_line(PN), 15000),
+    true = wait_line(H, ?LIB:down_line(PN), 15000),
     true = wait_until(fun() -> gen_server:call(R, count) =:= 4 end, 10000),
     {_, Refs2} = sys:get_state(R),
     0 = map_size(Refs2),
@@ -626,7 +625,7 @@ kill9_mid_call(_Config) ->
     %% no monitor of the dead peer is left: stopping the buckets sends
     %% nothing to a new connection under its name
     C = ?RAW:connect(N, #{name => atom_to_list(PN)}),
-    true = wait_until(fun() -> ?LIB:count_lines(H, up_line(PN)) =:= 2 end, 10000),
+    true = wait_until(fun() -> ?LIB:count_lines(H, ?LIB:up_line(PN)) =:= 2 end, 10000),
     [ok = gen_server:stop(B) || B <- Buckets],
     0 = gen_server:call(R, count),
     none = ?RAW:next_ctrl(C, 1500),
@@ -643,7 +642,7 @@ sigstop_peer_names_gone(_Config) ->
     R = ?LIB:registry(N),
     {P, PN} = peer_start(unique("pz"), ["-kernel", "net_ticktime", "4"], #{}),
     ok = pcall(P, ?MODULE, peer_register, [N, sigstop, 20]),
-    true = wait_line(H, up_line(PN), 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
     20 = gen_server:call(R, count),
     {ok, Pid1} = gen_server:call(R, {lookup, {sigstop, 1}}),
     PN = node(Pid1),
@@ -657,7 +656,7 @@ sigstop_peer_names_gone(_Config) ->
     ct:pal("frozen peer dropped after ~p ms (ticktime 4 s)", [Elapsed]),
     true = Elapsed >= 1000,
     true = Elapsed =< 10000 * slow(),
-    true = wait_line(H, down_line(PN), 5000),
+    true = wait_line(H, ?LIB:down_line(PN), 5000),
     true = wait_until(fun() -> gen_server:call(R, count) =:= 0 end, 5000),
     error = gen_server:call(R, {lookup, {sigstop, 1}}),
     {_, Refs} = sys:get_state(R),
@@ -732,7 +731,7 @@ churn_beam_peers(_Config) ->
                   0 -> "" = os:cmd("kill -9 " ++ pcall(P, os, getpid, []));
                   1 -> peer:stop(P)
               end,
-              true = wait_line(H, down_line(PN), 15000),
+              true = wait_line(H, ?LIB:down_line(PN), 15000),
               true = wait_until(fun() -> gen_server:call(R, count) =:= 0 end, 10000)
       end, lists:seq(1, 10)),
     Took = now_ms() - T0,
@@ -885,38 +884,24 @@ track_kv({ok, H}) -> track({kv, H}), H;
 track_kv(Other) -> ct:fail({kv_cnode_start_failed, Other}).
 
 %% The case stops this node itself.
-untrack_kv(H) -> ?JANITOR ! {remove, {kv, H}}.
+untrack_kv(H) -> ?LIB:janitor_remove(?JANITOR, {kv, H}).
 
 wait_line(H, Pattern, Ms) -> ?LIB:wait_line(H, Pattern, Ms).
 
 wait_until(F, Ms) -> ?LIB:wait_until(F, Ms).
 
-up_line(Node) -> <<"node ", (atom_to_binary(Node))/binary, " up">>.
-
-down_line(Node) -> <<"node ", (atom_to_binary(Node))/binary, " down">>.
+%% Run the binary with Args; {ExitStatus, bytes of the chosen stream}.
+run_bin(Args, Stream) -> ?LIB:run_bin(Args, Stream, 30000).
 
 has_line(H, Literal) -> ?LIB:count_lines(H, Literal) > 0.
-
-match_lines(H, Re) ->
-    [M || L <- ?LIB:lines(H),
-          {match, M} <- [re:run(L, Re, [{capture, all_but_first, binary}])]].
 
 %% A BEAM peer with the test cookie, this module on its path and a small
 %% footprint, controlled over its stdio (not over distribution).
 peer_start(Name, Extra, Opts) ->
-    Cookie = atom_to_list(erlang:get_cookie()),
     Dir = filename:dirname(code:which(?MODULE)),
-    Args = ["-setcookie", Cookie, "-pa", Dir,
-            "+S", "1:1", "+SDcpu", "1:1", "+SDio", "1", "+A", "1",
-            "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none" | Extra],
-    Defaults = #{name => Name, args => Args, wait_boot => 60000, connection => standard_io},
-    case peer:start(maps:merge(Defaults, Opts)) of
-        {ok, Pid, Node} ->
-            track({peer, Pid}),
-            {Pid, Node};
-        Other ->
-            ct:fail({peer_start_failed, Name, Other})
-    end.
+    {Pid, _Node} = P = ?LIB:start_small_peer(Name, Dir, Extra, Opts),
+    track({peer, Pid}),
+    P.
 
 pcall(P, M, F, A) -> peer:call(P, M, F, A, ?CALL_TIMEOUT).
 
@@ -950,7 +935,7 @@ epmd_owner(Port) ->
     end.
 
 kill_epmd({epmd, _Owner, OsPid} = E) ->
-    ?JANITOR ! {remove, E},
+    ?LIB:janitor_remove(?JANITOR, E),
     os:cmd("kill -9 " ++ integer_to_list(OsPid)).
 
 epmd_up(P) ->
@@ -982,52 +967,19 @@ kill_epmd_daemon(P) ->
         lists:member(Want, binary:split(Env, <<0>>, [global]))],
     ok.
 
-%% Run the binary with Args; {ExitStatus, bytes of the chosen stream}.
-run_bin(Args, Stream) ->
-    Redir = case Stream of
-                stderr -> "exec \"$0\" \"$@\" 2>&1 >/dev/null </dev/null";
-                stdout -> "exec \"$0\" \"$@\" 2>/dev/null </dev/null"
-            end,
-    Port = open_port({spawn_executable, "/bin/sh"},
-                     [{args, ["-c", Redir, ?LIB:bin() | Args]},
-                      binary, exit_status, use_stdio]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    collect(Port, OsPid, <<>>).
-
-collect(Port, OsPid, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, OsPid, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 30000 ->
-        os:cmd("kill -9 " ++ integer_to_list(OsPid)),
-        ct:fail({binary_did_not_exit, Acc})
-    end.
-
 %%--------------------------------------------------------------------
 %% Janitor: what a case started, undone last-in first-out.
 
-track(Item) ->
-    ?JANITOR ! {add, Item},
-    Item.
-
-janitor(Items) ->
-    receive
-        {add, I} -> janitor([I | Items]);
-        {remove, I} -> janitor(lists:delete(I, Items));
-        {take, From} -> From ! {?JANITOR, Items}
-    end.
+track(Item) -> ?LIB:janitor_add(?JANITOR, Item).
 
 cleanup() ->
-    case whereis(?JANITOR) of
-        undefined -> [];
-        J ->
-            J ! {take, self()},
-            Items = receive {?JANITOR, Is} -> Is after 5000 -> [] end,
-            catch unregister(?JANITOR),
+    case ?LIB:janitor_take(?JANITOR) of
+        none -> [];
+        Items ->
             %% resume frozen nodes first, stop peers, then the rest in order
             [undo(I) || {cont, _} = I <- Items],
             [undo(I) || {sock, _} = I <- Items],
-            _ = pmap(fun(I) -> undo(I) end, [I || {peer, _} = I <- Items]),
+            _ = ?LIB:pmap(fun(I) -> undo(I) end, [I || {peer, _} = I <- Items]),
             Res = [undo(I) || I <- Items, not lists:member(element(1, I), [cont, sock, peer])],
             erase(print_logs),
             [B || {bad_exit, _, _} = B <- Res]
@@ -1057,10 +1009,3 @@ undo({epmd, Owner, OsPid}) ->
     ok;
 undo({epmd_daemon, P}) -> kill_epmd_daemon(P).
 
-%% Parallel map; a crash in any worker fails the caller with its reason.
-pmap(F, L) ->
-    Ws = [spawn_monitor(fun() -> exit({pmap_ok, F(X)}) end) || X <- L],
-    [receive
-         {'DOWN', Ref, process, Pid, {pmap_ok, R}} -> R;
-         {'DOWN', Ref, process, Pid, Why} -> error({pmap_worker, Why})
-     end || {Pid, Ref} <- Ws].

@@ -17,6 +17,7 @@
 %% run on peer nodes
 -export([watch_start/0, watch_events/0]).
 
+-define(LIB, kv_cnode_test_lib).
 -define(JANITOR, kv_cnode_node_SUITE_janitor).
 -define(CALL_TIMEOUT, 30000).
 
@@ -29,7 +30,7 @@ all() ->
 
 init_per_suite(Config) ->
     os:cmd("epmd -daemon"),
-    Bin = kv_cnode_test_lib:bin(),
+    Bin = ?LIB:bin(),
     case filelib:is_regular(Bin) of
         true -> Config;
         false -> {fail, {no_binary, Bin}}
@@ -41,8 +42,7 @@ end_per_suite(_Config) ->
 
 init_per_testcase(_TC, Config) ->
     cleanup(),
-    J = spawn(fun() -> janitor([]) end),
-    register(?JANITOR, J),
+    ?LIB:janitor_start(?JANITOR),
     Config.
 
 %% A kv_cnode that does not stop cleanly (exit status 0 on SIGTERM) fails
@@ -64,20 +64,20 @@ ping_short_names(_Config) ->
     pong = net_adm:ping(N),
     true = lists:member(N, nodes(hidden)),
     false = lists:member(N, nodes(visible)),
-    true = wait_line(H, up_line(node()), 10000),
+    true = wait_line(H, ?LIB:up_line(node()), 10000),
     {P, PN} = peer_start(unique("ps"), [], #{}),
     pong = pcall(P, net_adm, ping, [N]),
     true = lists:member(N, pcall(P, erlang, nodes, [hidden])),
-    true = wait_line(H, up_line(PN), 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
     pong = net_adm:ping(N),
-    1 = kv_cnode_test_lib:count_lines(H, up_line(node())),
+    1 = ?LIB:count_lines(H, ?LIB:up_line(node())),
     ok.
 
 %% Long names: the C node runs with --name x@127.0.0.1; a long-named peer
 %% (controlled over stdio, since this CT node is short-named) pings it.
 ping_long_names(_Config) ->
     Name = unique("kvl") ++ "@127.0.0.1",
-    H = track_kv(kv_cnode_test_lib:start_long(Name, [])),
+    H = track_kv(?LIB:start_long(Name, [])),
     N = list_to_atom(Name),
     N = node_of(H),
     true = wait_line(H, <<"ready on port">>, 1000),
@@ -86,10 +86,10 @@ ping_long_names(_Config) ->
     "127.0.0.1" = lists:last(string:split(atom_to_list(PN), "@")),
     pong = pcall(P, net_adm, ping, [N]),
     true = lists:member(N, pcall(P, erlang, nodes, [hidden])),
-    true = wait_line(H, up_line(PN), 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
     %% a second ping goes over the same connection
     pong = pcall(P, net_adm, ping, [N]),
-    1 = kv_cnode_test_lib:count_lines(H, up_line(PN)),
+    1 = ?LIB:count_lines(H, ?LIB:up_line(PN)),
     ok.
 
 %% A wrong cookie gets pang and a log line with the peer's address and name;
@@ -102,30 +102,30 @@ wrong_cookie(_Config) ->
     Me = atom_to_binary(node()),
     Re = <<"connection attempt from ([0-9.]+):[0-9]+ \\(node ", Me/binary,
            "\\) refused: wrong cookie">>,
-    true = wait_until(fun() -> match_lines(H, Re) =/= [] end, 10000),
-    [[IP] | _] = match_lines(H, Re),
+    true = wait_until(fun() -> ?LIB:match_lines(H, Re) =/= [] end, 10000),
+    [[IP] | _] = ?LIB:match_lines(H, Re),
     {ok, Addr} = inet:parse_address(binary_to_list(IP)),
     true = local_address(Addr),
-    0 = kv_cnode_test_lib:count_lines(H, up_line(node())),
+    0 = ?LIB:count_lines(H, ?LIB:up_line(node())),
     track({cookie, N}),
     true = erlang:set_cookie(N, 'not_the_test_cookie'),
     pong = net_adm:ping(N),
-    true = wait_line(H, up_line(node()), 10000),
+    true = wait_line(H, ?LIB:up_line(node()), 10000),
     ok.
 
 %% --connect NODE: the C node connects out at start and shows up in the
 %% peer's nodes(hidden); an unreachable --connect target does not hurt.
 connect_option(_Config) ->
     {P, PN} = peer_start(unique("pc"), [], #{}),
-    Nowhere = unique("nosuch") ++ "@" ++ kv_cnode_test_lib:host(),
+    Nowhere = unique("nosuch") ++ "@" ++ ?LIB:host(),
     H = start_kv(["--connect", Nowhere, "--connect", atom_to_list(PN)]),
     N = node_of(H),
     true = wait_until(fun() -> lists:member(N, pcall(P, erlang, nodes, [hidden])) end,
                       15000),
     false = lists:member(N, pcall(P, erlang, nodes, [visible])),
-    true = wait_line(H, <<(up_line(PN))/binary, " (">>, 10000),
-    [UpLine] = [L || L <- kv_cnode_test_lib:lines(H),
-                     binary:match(L, up_line(PN)) =/= nomatch],
+    true = wait_line(H, <<(?LIB:up_line(PN))/binary, " (">>, 10000),
+    [UpLine] = [L || L <- ?LIB:lines(H),
+                     binary:match(L, ?LIB:up_line(PN)) =/= nomatch],
     true = binary:match(UpLine, <<"outgoing">>) =/= nomatch,
     true = wait_line(H, <<"connection to ", (list_to_binary(Nowhere))/binary, " closed">>,
                      15000),
@@ -148,7 +148,7 @@ tick_idle_14s(_Config) ->
                  ok = pcall(P, ?MODULE, watch_start, []),
                  N = node_of(H),
                  pong = pcall(P, net_adm, ping, [N]),
-                 true = wait_line(H, up_line(PN), 10000),
+                 true = wait_line(H, ?LIB:up_line(PN), 10000),
                  [Id] = conn_ids(P, N),
                  {H, P, PN, N, Id}
              end || H <- [H1, H2]],
@@ -160,9 +160,9 @@ tick_idle_14s(_Config) ->
               [] = [E || {nodedown, Nd, _} = E <- Events, Nd =:= N],
               [_] = [E || {nodeup, Nd, _} = E <- Events, Nd =:= N],
               [Id] = conn_ids(P, N),
-              1 = kv_cnode_test_lib:count_lines(H, up_line(PN)),
-              0 = kv_cnode_test_lib:count_lines(H, down_line(PN)),
-              0 = kv_cnode_test_lib:count_lines(H, <<"not responding">>),
+              1 = ?LIB:count_lines(H, ?LIB:up_line(PN)),
+              0 = ?LIB:count_lines(H, ?LIB:down_line(PN)),
+              0 = ?LIB:count_lines(H, <<"not responding">>),
               pong = pcall(P, net_adm, ping, [N]),
               [Id] = conn_ids(P, N)
       end, Pairs),
@@ -176,7 +176,7 @@ sigstop_peer_dropped(_Config) ->
     N = node_of(H),
     {P, PN} = peer_start(unique("pz"), ["-kernel", "net_ticktime", "4"], #{}),
     pong = pcall(P, net_adm, ping, [N]),
-    true = wait_line(H, up_line(PN), 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
     OsPid = pcall(P, os, getpid, []),
     track({cont, OsPid}),
     T0 = now_ms(),
@@ -187,11 +187,11 @@ sigstop_peer_dropped(_Config) ->
     ct:pal("frozen peer dropped after ~p ms (ticktime 4000 ms)", [Elapsed]),
     true = Elapsed >= 1000,
     true = Elapsed =< 4000 + 1000 + 5000,
-    true = wait_line(H, down_line(PN), 5000),
+    true = wait_line(H, ?LIB:down_line(PN), 5000),
     pong = net_adm:ping(N),                % the node itself is fine
     "" = os:cmd("kill -CONT " ++ OsPid),
     true = wait_until(fun() -> pcall(P, net_adm, ping, [N]) =:= pong end, 20000),
-    true = wait_until(fun() -> kv_cnode_test_lib:count_lines(H, up_line(PN)) =:= 2 end,
+    true = wait_until(fun() -> ?LIB:count_lines(H, ?LIB:up_line(PN)) =:= 2 end,
                       10000),
     ok.
 
@@ -201,24 +201,24 @@ kill9_peer_frees_connection(_Config) ->
     H = start_kv([]),
     N = node_of(H),
     pong = net_adm:ping(N),
-    Base = fd_count(H),
+    Base = ?LIB:fd_count(H),
     Name = unique("pk"),
     {P, PN} = peer_start(Name, [], #{}),
     pong = pcall(P, net_adm, ping, [N]),
-    true = wait_line(H, up_line(PN), 10000),
-    true = wait_until(fun() -> fd_count(H) =:= Base + 1 end, 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
+    true = wait_until(fun() -> ?LIB:fd_count(H) =:= Base + 1 end, 10000),
     OsPid = pcall(P, os, getpid, []),
     "" = os:cmd("kill -9 " ++ OsPid),
-    true = wait_line(H, down_line(PN), 15000),
-    true = wait_until(fun() -> fd_count(H) =:= Base end, 10000),
+    true = wait_line(H, ?LIB:down_line(PN), 15000),
+    true = wait_until(fun() -> ?LIB:fd_count(H) =:= Base end, 10000),
     %% the name is free in epmd again
     true = wait_until(fun() -> not lists:keymember(Name, 1, epmd_names()) end, 15000),
     {P2, PN} = peer_start(Name, [], #{}),
     pong = pcall(P2, net_adm, ping, [N]),
     true = lists:member(N, pcall(P2, erlang, nodes, [hidden])),
-    true = wait_until(fun() -> kv_cnode_test_lib:count_lines(H, up_line(PN)) =:= 2 end,
+    true = wait_until(fun() -> ?LIB:count_lines(H, ?LIB:up_line(PN)) =:= 2 end,
                       10000),
-    1 = kv_cnode_test_lib:count_lines(H, down_line(PN)),
+    1 = ?LIB:count_lines(H, ?LIB:down_line(PN)),
     pong = net_adm:ping(N),
     ok.
 
@@ -227,24 +227,24 @@ twenty_peers(_Config) ->
     H = start_kv([]),
     N = node_of(H),
     Names = [unique("pm" ++ integer_to_list(I)) || I <- lists:seq(1, 20)],
-    Peers = lists:append([pmap(fun(Name) -> peer_start(Name, [], #{}) end, Batch)
+    Peers = lists:append([?LIB:pmap(fun(Name) -> peer_start(Name, [], #{}) end, Batch)
                           || Batch <- chunks(Names, 5)]),
     20 = length(Peers),
-    Pongs = pmap(fun({P, _}) -> pcall(P, net_adm, ping, [N]) end, Peers),
+    Pongs = ?LIB:pmap(fun({P, _}) -> pcall(P, net_adm, ping, [N]) end, Peers),
     ct:pal("pings: ~p", [Pongs]),
     true = lists:all(fun(R) -> R =:= pong end, Pongs),
     %% all 20 connections are up at the same time, each logged up once
-    Connected = pmap(fun({P, _}) -> lists:member(N, pcall(P, erlang, nodes, [hidden])) end,
+    Connected = ?LIB:pmap(fun({P, _}) -> lists:member(N, pcall(P, erlang, nodes, [hidden])) end,
                      Peers),
     true = lists:all(fun(B) -> B end, Connected),
     true = wait_until(fun() ->
                               lists:all(fun({_, PN}) ->
-                                                kv_cnode_test_lib:count_lines(H, up_line(PN)) =:= 1
+                                                ?LIB:count_lines(H, ?LIB:up_line(PN)) =:= 1
                                         end, Peers)
                       end, 10000),
-    0 = kv_cnode_test_lib:count_lines(H, <<" down">>),
+    0 = ?LIB:count_lines(H, <<" down">>),
     %% and a second round over the same connections
-    Again = pmap(fun({P, _}) -> pcall(P, net_adm, ping, [N]) end, Peers),
+    Again = ?LIB:pmap(fun({P, _}) -> pcall(P, net_adm, ping, [N]) end, Peers),
     true = lists:all(fun(R) -> R =:= pong end, Again),
     pong = net_adm:ping(N),
     ok.
@@ -255,26 +255,26 @@ twenty_peers(_Config) ->
 random_bytes(_Config) ->
     H = start_kv([]),
     N = node_of(H),
-    Port = kv_cnode_test_lib:port(H),
+    Port = ?LIB:port(H),
     pong = net_adm:ping(N),
     Id = ct_conn_id(N),
-    Base = fd_count(H),
+    Base = ?LIB:fd_count(H),
     Seed = {erlang:phash2(make_ref()), erlang:unique_integer([positive]), 42},
     ct:pal("random_bytes seed ~p, port ~p", [Seed, Port]),
     _ = rand:seed(exsss, Seed),
     Jobs = [{I, rand:uniform(1 bsl 30)} || I <- lists:seq(1, 200)],
-    Results = lists:append(pmap(fun(Chunk) -> [garbage(Port, I, S) || {I, S} <- Chunk] end,
+    Results = lists:append(?LIB:pmap(fun(Chunk) -> [garbage(Port, I, S) || {I, S} <- Chunk] end,
                                 chunks(Jobs, 20))),
     200 = length(Results),
     Connected = length([ok || ok <- Results]),
     ct:pal("~p of 200 garbage connections accepted", [Connected]),
     200 = Connected,
-    true = wait_until(fun() -> fd_count(H) =:= Base end, 20000),
+    true = wait_until(fun() -> ?LIB:fd_count(H) =:= Base end, 20000),
     pong = net_adm:ping(N),
     Id = ct_conn_id(N),
     {P, PN} = peer_start(unique("pr"), [], #{}),
     pong = pcall(P, net_adm, ping, [N]),
-    true = wait_line(H, up_line(PN), 10000),
+    true = wait_line(H, ?LIB:up_line(PN), 10000),
     ok.
 
 %% A handshake that stalls (nothing sent, or half a packet) is closed after
@@ -283,8 +283,8 @@ random_bytes(_Config) ->
 setup_timeout(_Config) ->
     H = start_kv(["--setup-time", "1000"]),
     N = node_of(H),
-    Port = kv_cnode_test_lib:port(H),
-    Base = fd_count(H),
+    Port = ?LIB:port(H),
+    Base = ?LIB:fd_count(H),
     Opts = [binary, {active, false}],
     T0 = now_ms(),
     {ok, Silent} = gen_tcp:connect({127, 0, 0, 1}, Port, Opts, 5000),
@@ -308,13 +308,13 @@ setup_timeout(_Config) ->
     gen_tcp:close(Half),
     [{error, _} = gen_tcp:recv(S, 0, 15000) || S <- Stalled],
     [gen_tcp:close(S) || S <- Stalled],
-    true = wait_until(fun() -> fd_count(H) =:= Base + 1 end, 10000),   % + the CT connection
+    true = wait_until(fun() -> ?LIB:fd_count(H) =:= Base + 1 end, 10000),   % + the CT connection
     true = wait_until(fun() ->
-                              kv_cnode_test_lib:count_lines(
+                              ?LIB:count_lines(
                                 H, <<"setup not finished within 1000 ms">>) >= 2
                       end, 5000),
     pong = net_adm:ping(N),
-    1 = kv_cnode_test_lib:count_lines(H, up_line(node())),
+    1 = ?LIB:count_lines(H, ?LIB:up_line(node())),
     ok.
 
 %% A bad option: exit status 2, one line on stderr naming the option,
@@ -365,29 +365,24 @@ watch_events() ->
 %%--------------------------------------------------------------------
 %% Local helpers
 
-unique(P) -> kv_cnode_test_lib:unique(P).
+unique(P) -> ?LIB:unique(P).
 
 now_ms() -> erlang:monotonic_time(millisecond).
 
 node_of(#{node := N}) -> N.
 
 start_kv(Args) ->
-    track_kv(kv_cnode_test_lib:start(Args)).
+    track_kv(?LIB:start(Args)).
 
 track_kv({ok, H}) -> track({kv, H}), H;
 track_kv(Other) -> ct:fail({kv_cnode_start_failed, Other}).
 
-wait_line(H, Pattern, Ms) -> kv_cnode_test_lib:wait_line(H, Pattern, Ms).
+wait_line(H, Pattern, Ms) -> ?LIB:wait_line(H, Pattern, Ms).
 
-wait_until(F, Ms) -> kv_cnode_test_lib:wait_until(F, Ms).
+wait_until(F, Ms) -> ?LIB:wait_until(F, Ms).
 
-up_line(Node) -> <<"node ", (atom_to_binary(Node))/binary, " up">>.
-
-down_line(Node) -> <<"node ", (atom_to_binary(Node))/binary, " down">>.
-
-match_lines(H, Re) ->
-    [M || L <- kv_cnode_test_lib:lines(H),
-          {match, M} <- [re:run(L, Re, [{capture, all_but_first, binary}])]].
+%% Run the binary with Args; {ExitStatus, bytes of the chosen stream}.
+run_bin(Args, Stream) -> ?LIB:run_bin(Args, Stream, 10000).
 
 local_address({127, _, _, _}) -> true;
 local_address(Addr) ->
@@ -401,19 +396,10 @@ local_address(Addr) ->
 %% mismatch with peers at net_ticktime 4), so the only distribution
 %% connections a peer has are to kv_cnode nodes.
 peer_start(Name, Extra, Opts) ->
-    Cookie = atom_to_list(erlang:get_cookie()),
     Dir = filename:dirname(code:which(?MODULE)),
-    Args = ["-setcookie", Cookie, "-pa", Dir,
-            "+S", "1:1", "+SDcpu", "1:1", "+SDio", "1", "+A", "1",
-            "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none" | Extra],
-    Defaults = #{name => Name, args => Args, wait_boot => 60000, connection => standard_io},
-    case peer:start(maps:merge(Defaults, Opts)) of
-        {ok, Pid, Node} ->
-            track({peer, Pid}),
-            {Pid, Node};
-        Other ->
-            ct:fail({peer_start_failed, Name, Other})
-    end.
+    {Pid, _Node} = P = ?LIB:start_small_peer(Name, Dir, Extra, Opts),
+    track({peer, Pid}),
+    P.
 
 pcall(P, M, F, A) -> peer:call(P, M, F, A, ?CALL_TIMEOUT).
 
@@ -428,10 +414,6 @@ ct_conn_id(Node) ->
                   Nd =:= Node],
     Id.
 
-fd_count(H) ->
-    {ok, Fds} = file:list_dir("/proc/" ++ integer_to_list(kv_cnode_test_lib:os_pid(H)) ++ "/fd"),
-    length(Fds).
-
 epmd_names() ->
     case erl_epmd:names() of
         {ok, L} -> L;
@@ -442,13 +424,6 @@ chunks([], _) -> [];
 chunks(L, N) when length(L) =< N -> [L];
 chunks(L, N) -> {A, B} = lists:split(N, L), [A | chunks(B, N)].
 
-%% Parallel map; a crash in any worker fails the caller with its reason.
-pmap(F, L) ->
-    Ws = [spawn_monitor(fun() -> exit({pmap_ok, F(X)}) end) || X <- L],
-    [receive
-         {'DOWN', Ref, process, Pid, {pmap_ok, R}} -> R;
-         {'DOWN', Ref, process, Pid, Why} -> error({pmap_worker, Why})
-     end || {Pid, Ref} <- Ws].
 
 %% One garbage connection: connect, send random bytes (sometimes shaped like
 %% a handshake packet), close.  ok | {connect, Reason}.
@@ -479,61 +454,29 @@ rand_bytes(N, S0, Acc) ->
     {B, S} = rand:uniform_s(256, S0),
     rand_bytes(N - 1, S, [B - 1 | Acc]).
 
-%% Run the binary with Args; return {ExitStatus, bytes of the chosen stream}.
-run_bin(Args, Stream) ->
-    Redir = case Stream of
-                stderr -> "exec \"$0\" \"$@\" 2>&1 >/dev/null </dev/null";
-                stdout -> "exec \"$0\" \"$@\" 2>/dev/null </dev/null"
-            end,
-    Port = open_port({spawn_executable, "/bin/sh"},
-                     [{args, ["-c", Redir, kv_cnode_test_lib:bin() | Args]},
-                      binary, exit_status, use_stdio]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    collect(Port, OsPid, <<>>).
-
-collect(Port, OsPid, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, OsPid, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 10000 ->
-        os:cmd("kill -9 " ++ integer_to_list(OsPid)),
-        ct:fail({binary_did_not_exit, Acc})
-    end.
-
 %%--------------------------------------------------------------------
 %% Janitor: what a case started, undone last-in first-out.
 
-track(Item) ->
-    ?JANITOR ! {add, Item},
-    Item.
-
-janitor(Items) ->
-    receive
-        {add, I} -> janitor([I | Items]);
-        {take, From} -> From ! {?JANITOR, Items}
-    end.
+track(Item) -> ?LIB:janitor_add(?JANITOR, Item).
 
 cleanup() ->
-    case whereis(?JANITOR) of
-        undefined -> [];
-        J ->
-            J ! {take, self()},
-            Items = receive {?JANITOR, Is} -> Is after 5000 -> [] end,
-            catch unregister(?JANITOR),
+    case ?LIB:janitor_take(?JANITOR) of
+        none -> [];
+        Items ->
             %% resume frozen nodes first, then stop peers in parallel
             Res = [undo(I) || I <- Items, element(1, I) =/= peer],
-            _ = pmap(fun(I) -> undo(I) end, [I || I <- Items, element(1, I) =:= peer]),
+            _ = ?LIB:pmap(fun(I) -> undo(I) end, [I || I <- Items, element(1, I) =:= peer]),
             [B || {bad_exit, _, _} = B <- Res]
     end.
 
 undo({cont, OsPid}) -> os:cmd("kill -CONT " ++ OsPid);
 undo({kv, H}) ->
-    case catch kv_cnode_test_lib:stop(H) of
+    case catch ?LIB:stop(H) of
         0 -> ok;
         Other ->
             ct:pal("kv_cnode ~p stopped with ~p~nlog:~n~s",
                    [maps:get(node, H), Other,
-                    [[L, $\n] || L <- kv_cnode_test_lib:lines(H)]]),
+                    [[L, $\n] || L <- ?LIB:lines(H)]]),
             {bad_exit, maps:get(node, H), Other}
     end;
 undo({cookie, N}) -> erlang:set_cookie(N, erlang:get_cookie());

@@ -1,15 +1,15 @@
 %% A raw distribution client for the Common Test suites: enough of the
 %% protocol (version-6 handshake as the initiator, REG_SEND / SEND frames,
 %% SEND replies, ticks) to send hand-built handshake packets and frames to
-%% kv_cnode and watch what comes back.  Taken from the raw client in
-%% kv_cnode_registry_SUITE, with the pieces split so that a case can stop
-%% (or lie) at any step.
+%% kv_cnode and watch what comes back, with the pieces split so that a case
+%% can stop (or lie) at any step.  Used by kv_cnode_fault_SUITE and
+%% kv_cnode_registry_SUITE.
 %%
 %% A connection is a map #{sock, pid, name, port}: pid is a hand-made pid of
 %% the raw node (id 1), name its node name (a binary).
 -module(kv_cnode_raw).
 -export([flags/0, dial/1, dial/2, handshake/2, connect/1, connect/2, close/1,
-         enc/1, pid/2, pid/3, call/3, calls/2, cast/3, send_ctrl/2, send_ctrl/3,
+         enc/1, pid/2, pid/3, call/3, call/4, calls/2, cast/3, send_ctrl/2, send_ctrl/3,
          send_frame/2, send_bytes/2, next_ctrl/2, wait_closed/2, port_of/1,
          gen_call_frame/4, ref/2]).
 
@@ -116,11 +116,12 @@ gen_call_frame(#{pid := Me}, To, Tag, ReqBytes) ->
     [<<112>>, term_to_binary(Ctrl), Msg].
 
 %% Call To (registered name or pid) with an encoded request (no 131);
-%% the decoded reply.
-call(#{sock := S} = C, To, ReqBytes) ->
+%% the decoded reply, which must come within Ms (20 s for call/3).
+call(C, To, ReqBytes) -> call(C, To, ReqBytes, 20000).
+call(#{sock := S} = C, To, ReqBytes, Ms) ->
     Tag = make_ref(),
     ok = gen_tcp:send(S, gen_call_frame(C, To, Tag, ReqBytes)),
-    [R] = replies(C, [Tag], deadline(20000)),
+    [R] = replies(C, [Tag], deadline(Ms)),
     R.
 
 %% Pipelined calls: [{To, ReqBytes}] all sent before any reply is read;

@@ -14,6 +14,12 @@
 
 -define(LIB, kv_cnode_test_lib).
 -define(REG, 'Elixir.KV.Registry').
+%% The raw distribution client (raw_encoding_variants, raw_link_monitor_signals);
+%% its enc/1 (a term's encoding without the 131) is used unqualified.
+-define(RAW, kv_cnode_raw).
+-import(kv_cnode_raw, [enc/1]).
+%% How long a raw call waits for its reply.
+-define(RAW_CALL_MS, 10000).
 
 suite() -> [{timetrap, {seconds, 90}}].
 
@@ -156,11 +162,6 @@ kill9(Node) ->
     erlang:monitor_node(Node, true),
     os:cmd("kill -9 " ++ OsPid),
     receive {nodedown, Node} -> ok after 10000 -> ct:fail({still_up, Node}) end.
-
-%% A pid on a node named NodeName (which need not exist).
-fake_pid(NodeName, Id) ->
-    A = atom_to_binary(NodeName, utf8),
-    binary_to_term(<<131, 88, 119, (byte_size(A)), A/binary, Id:32, 0:32, 1:32>>).
 
 %% --- the guide's KV.RegistryTest ------------------------------------------
 
@@ -480,7 +481,7 @@ test_values() ->
      fun(X) -> X + Y end,
      fun lists:reverse/1,
      self(), make_ref(), erlang:list_to_port("#Port<0.1>"),
-     fake_pid('other_node@somehost', 77),
+     ?RAW:pid('other_node@somehost', 77),
      <<>>, <<1, 2, 3>>, <<1:1>>, <<255, 7:3>>, <<0:7>>,
      #{}, #{a => 1, <<"b">> => [2], {c} => #{d => e}},
      maps:from_list([{I, I * I} || I <- lists:seq(1, 100)]),
@@ -556,91 +557,97 @@ raw_encoding_variants(_Config) ->
     Groups = encoding_groups(),
     %% the vectors themselves are right: each decodes to the expected term
     [[?assert(binary_to_term(<<131, V/binary>>) =:= Term) || V <- Vs] || {_, Vs, Term} <- Groups],
-    Raw = raw_connect(kvnode()),
+    Raw = ?RAW:connect(kvnode()),
     try
         B = new_bucket(),
         Base = uname("raw"),
         [begin
              NameOf = fun(V) -> <<104, 2, (enc(Base))/binary, V/binary>> end,
              [V1 | Rest] = Vs,
-             {ok, P} = raw_call(Raw, ?REG, <<104, 2, (enc(create))/binary, (NameOf(V1))/binary>>),
+             {ok, P} = ?RAW:call(Raw, ?REG, <<104, 2, (enc(create))/binary, (NameOf(V1))/binary>>,
+                                 ?RAW_CALL_MS),
              [?assertEqual({G, {ok, P}},
-                           {G, raw_call(Raw, ?REG, <<104, 2, (enc(create))/binary,
-                                                     (NameOf(V))/binary>>)}) || V <- Rest],
+                           {G, ?RAW:call(Raw, ?REG, <<104, 2, (enc(create))/binary,
+                                                      (NameOf(V))/binary>>,
+                                         ?RAW_CALL_MS)}) || V <- Rest],
              [?assertEqual({G, {ok, P}},
-                           {G, raw_call(Raw, ?REG, <<104, 2, (enc(lookup))/binary,
-                                                     (NameOf(V))/binary>>)}) || V <- Vs],
+                           {G, ?RAW:call(Raw, ?REG, <<104, 2, (enc(lookup))/binary,
+                                                      (NameOf(V))/binary>>,
+                                         ?RAW_CALL_MS)}) || V <- Vs],
              ?assertEqual({G, {ok, P}}, {G, lookup({Base, Term})}),
              %% bucket keys
-             [ok = raw_call(Raw, B, <<104, 3, (enc(put))/binary, V/binary, (enc({G, I}))/binary>>)
+             [ok = ?RAW:call(Raw, B, <<104, 3, (enc(put))/binary, V/binary, (enc({G, I}))/binary>>,
+                             ?RAW_CALL_MS)
               || {I, V} <- lists:enumerate(Vs)],
              ?assertEqual({G, {G, length(Vs)}}, {G, call(B, {get, Term})}),
              [?assertEqual({G, {G, length(Vs)}},
-                           {G, raw_call(Raw, B, <<104, 2, (enc(get))/binary, V/binary>>)})
+                           {G, ?RAW:call(Raw, B, <<104, 2, (enc(get))/binary, V/binary>>,
+                                         ?RAW_CALL_MS)})
               || V <- Vs],
              ?assertEqual({G, {G, length(Vs)}}, {G, call(B, {delete, Term})})
          end || {G, Vs, Term} <- Groups],
         [] = call(B, keys),
         %% and the connection still works
-        {ok, _} = raw_call(Raw, ?REG, <<104, 2, (enc(lookup))/binary, (enc({Base, abc}))/binary>>)
+        {ok, _} = ?RAW:call(Raw, ?REG, <<104, 2, (enc(lookup))/binary, (enc({Base, abc}))/binary>>,
+                            ?RAW_CALL_MS)
     after
-        raw_close(Raw)
+        ?RAW:close(Raw)
     end.
 
 %% The signals themselves, on a raw connection that did not negotiate
 %% EXIT_PAYLOAD: LINK / UNLINK_ID and its ack, EXIT, MONITOR_P and
 %% MONITOR_P_EXIT (the old forms, since that is what this peer can read).
 raw_link_monitor_signals(_Config) ->
-    Raw = #{pid := Me} = raw_connect(kvnode()),
+    Raw = #{pid := Me} = ?RAW:connect(kvnode()),
     try
         B = new_bucket(),
         %% link, unlink with an id: the ack names the id
-        raw_send(Raw, {1, Me, B}),
-        raw_send(Raw, {35, 4711, Me, B}),
-        ?assertEqual({36, 4711, B, Me}, raw_ctrl(Raw, 5000)),
+        ok = ?RAW:send_ctrl(Raw, {1, Me, B}),
+        ok = ?RAW:send_ctrl(Raw, {35, 4711, Me, B}),
+        ?assertEqual({36, 4711, B, Me}, ?RAW:next_ctrl(Raw, 5000)),
         %% unlinked: its end sends nothing here
         R = erlang:monitor(process, B),
         exit(B, kill),
         killed = down(R),
-        ?assertEqual(none, raw_ctrl(Raw, 300)),
+        ?assertEqual(none, ?RAW:next_ctrl(Raw, 300)),
         %% linked: EXIT with the reason
         B2 = new_bucket(),
-        raw_send(Raw, {1, Me, B2}),
-        [] = raw_call(Raw, B2, enc(keys)),   % the LINK was handled (same connection)
+        ok = ?RAW:send_ctrl(Raw, {1, Me, B2}),
+        [] = ?RAW:call(Raw, B2, enc(keys), ?RAW_CALL_MS),   % the LINK was handled (same connection)
         exit(B2, bye),
-        ?assertEqual({3, B2, Me, bye}, raw_ctrl(Raw, 5000)),
+        ?assertEqual({3, B2, Me, bye}, ?RAW:next_ctrl(Raw, 5000)),
         %% link to a dead pid: EXIT noproc
-        raw_send(Raw, {1, Me, B2}),
-        ?assertEqual({3, B2, Me, noproc}, raw_ctrl(Raw, 5000)),
+        ok = ?RAW:send_ctrl(Raw, {1, Me, B2}),
+        ?assertEqual({3, B2, Me, noproc}, ?RAW:next_ctrl(Raw, 5000)),
         %% monitor, then the end: MONITOR_P_EXIT
         B3 = new_bucket(),
         Ref = make_ref(),
-        raw_send(Raw, {19, Me, B3, Ref}),
-        [] = raw_call(Raw, B3, enc(keys)),
+        ok = ?RAW:send_ctrl(Raw, {19, Me, B3, Ref}),
+        [] = ?RAW:call(Raw, B3, enc(keys), ?RAW_CALL_MS),
         exit(B3, {shutdown, x}),
-        ?assertEqual({21, B3, Me, Ref, {shutdown, x}}, raw_ctrl(Raw, 5000)),
+        ?assertEqual({21, B3, Me, Ref, {shutdown, x}}, ?RAW:next_ctrl(Raw, 5000)),
         %% monitor of a dead pid / unknown name: noproc at once
         Ref2 = make_ref(),
-        raw_send(Raw, {19, Me, B3, Ref2}),
-        ?assertEqual({21, B3, Me, Ref2, noproc}, raw_ctrl(Raw, 5000)),
+        ok = ?RAW:send_ctrl(Raw, {19, Me, B3, Ref2}),
+        ?assertEqual({21, B3, Me, Ref2, noproc}, ?RAW:next_ctrl(Raw, 5000)),
         Ref3 = make_ref(),
-        raw_send(Raw, {19, Me, nosuch, Ref3}),
-        ?assertEqual({21, nosuch, Me, Ref3, noproc}, raw_ctrl(Raw, 5000)),
+        ok = ?RAW:send_ctrl(Raw, {19, Me, nosuch, Ref3}),
+        ?assertEqual({21, nosuch, Me, Ref3, noproc}, ?RAW:next_ctrl(Raw, 5000)),
         %% monitor then demonitor: nothing when it ends
         B4 = new_bucket(),
         Ref4 = make_ref(),
-        raw_send(Raw, {19, Me, B4, Ref4}),
-        raw_send(Raw, {20, Me, B4, Ref4}),
-        ok = raw_call(Raw, B4, enc({put, a, 1})),   % both signals were handled
+        ok = ?RAW:send_ctrl(Raw, {19, Me, B4, Ref4}),
+        ok = ?RAW:send_ctrl(Raw, {20, Me, B4, Ref4}),
+        ok = ?RAW:call(Raw, B4, enc({put, a, 1}), ?RAW_CALL_MS),   % both signals were handled
         exit(B4, kill),
-        ?assertEqual(none, raw_ctrl(Raw, 300)),
+        ?assertEqual(none, ?RAW:next_ctrl(Raw, 300)),
         %% monitor by name: the DOWN names the registered name
         Ref5 = make_ref(),
-        raw_send(Raw, {19, Me, ?REG, Ref5}),
-        raw_send(Raw, {20, Me, ?REG, Ref5}),
-        {ok, _} = raw_call(Raw, ?REG, enc({create, uname("rawmon")}))
+        ok = ?RAW:send_ctrl(Raw, {19, Me, ?REG, Ref5}),
+        ok = ?RAW:send_ctrl(Raw, {20, Me, ?REG, Ref5}),
+        {ok, _} = ?RAW:call(Raw, ?REG, enc({create, uname("rawmon")}), ?RAW_CALL_MS)
     after
-        raw_close(Raw)
+        ?RAW:close(Raw)
     end.
 
 encoding_groups() ->
@@ -1059,18 +1066,18 @@ register_on_unreachable_node(_Config) ->
              'ghost@127.0.0.1'],
     [begin
          Name = uname("ghost"),
-         ok = call(reg(), {register, Name, fake_pid(NodeName, 42)}),
+         ok = call(reg(), {register, Name, ?RAW:pid(NodeName, 42)}),
          ?assertEqual({NodeName, true}, {NodeName, wait_lookup_error(Name, 5000)})
      end || NodeName <- Cases],
     %% and again, now that the C node knows those node names
     [begin
          Name = uname("ghost2"),
-         ok = call(reg(), {register, Name, fake_pid(NodeName, 43)}),
+         ok = call(reg(), {register, Name, ?RAW:pid(NodeName, 43)}),
          ?assertEqual({NodeName, true}, {NodeName, wait_lookup_error(Name, 5000)})
      end || NodeName <- Cases],
     %% a node name without a host: refused or gone, never kept
     Bad = uname("noat"),
-    case call(reg(), {register, Bad, fake_pid(noat, 1)}) of
+    case call(reg(), {register, Bad, ?RAW:pid(noat, 1)}) of
         ok -> true = wait_lookup_error(Bad, 5000);
         {error, _} -> error = lookup(Bad)
     end,
@@ -1260,80 +1267,3 @@ sigterm_shutdown(_Config) ->
 index_of(Pred, L) -> index_of(Pred, L, 1).
 index_of(_, [], _) -> undefined;
 index_of(Pred, [X | T], I) -> case Pred(X) of true -> I; false -> index_of(Pred, T, I + 1) end.
-
-%% --- a raw distribution connection -------------------------------------------------
-%% Enough of the protocol to send hand-encoded terms: handshake as an
-%% initiator, then REG_SEND / SEND frames and SEND replies.
-
--define(RAW_FLAGS, (16#4 bor 16#8 bor 16#10 bor 16#20 bor 16#80 bor 16#100 bor 16#200 bor
-                    16#400 bor 16#800 bor 16#4000 bor 16#10000 bor 16#20000 bor 16#40000 bor
-                    16#1000000 bor 16#2000000 bor 16#4000000 bor (1 bsl 34))).
-
-raw_connect(Node) ->
-    [Alive, Host] = string:split(atom_to_list(Node), "@"),
-    {port, Port, _} = erl_epmd:port_please(Alive, Host),
-    {ok, S} = gen_tcp:connect(Host, Port, [binary, {packet, 2}, {active, false}], 5000),
-    Me = list_to_binary(?LIB:unique("raw") ++ "@" ++ Host),
-    ok = gen_tcp:send(S, <<"N", ?RAW_FLAGS:64, 1:32, (byte_size(Me)):16, Me/binary>>),
-    {ok, <<"sok">>} = gen_tcp:recv(S, 0, 5000),
-    {ok, <<"N", _Flags:64, Challenge:32, _Cr:32, NL:16, _Name:NL/binary>>} = gen_tcp:recv(S, 0, 5000),
-    Cookie = atom_to_list(erlang:get_cookie()),
-    Digest = erlang:md5([Cookie, integer_to_list(Challenge)]),
-    MyCh = rand:uniform(16#7fffffff),
-    ok = gen_tcp:send(S, <<"r", MyCh:32, Digest/binary>>),
-    {ok, <<"a", D2:16/binary>>} = gen_tcp:recv(S, 0, 5000),
-    D2 = erlang:md5([Cookie, integer_to_list(MyCh)]),
-    ok = inet:setopts(S, [{packet, 4}]),
-    Pid = binary_to_term(<<131, 88, 119, (byte_size(Me)), Me/binary, 1:32, 0:32, 1:32>>),
-    #{sock => S, pid => Pid}.
-
-raw_close(#{sock := S}) -> gen_tcp:close(S).
-
-enc(T) ->
-    <<131, R/binary>> = term_to_binary(T, [{minor_version, 2}]),
-    R.
-
-%% Call To (a registered name or a pid) with a request given as encoded
-%% bytes (no 131); returns the decoded reply.
-raw_call(#{sock := S, pid := Me}, To, ReqBytes) ->
-    Tag = make_ref(),
-    Msg = <<131, 104, 3, (enc('$gen_call'))/binary, 104, 2, (enc(Me))/binary, (enc(Tag))/binary,
-            ReqBytes/binary>>,
-    Ctrl = if is_atom(To) -> {6, Me, '', To};
-              is_pid(To) -> {2, '', To}
-           end,
-    ok = gen_tcp:send(S, [<<112>>, term_to_binary(Ctrl), Msg]),
-    raw_reply(S, Tag, erlang:monotonic_time(millisecond) + 10000).
-
-raw_send(#{sock := S}, Ctrl) ->
-    ok = gen_tcp:send(S, [<<112>>, term_to_binary(Ctrl)]).
-
-%% The next control message (ticks answered), or none within Ms.
-raw_ctrl(#{sock := S} = Raw, Ms) ->
-    case gen_tcp:recv(S, 0, Ms) of
-        {ok, <<>>} -> ok = gen_tcp:send(S, <<>>), raw_ctrl(Raw, Ms);
-        {ok, <<112, Rest/binary>>} -> binary_to_term(Rest);
-        {error, timeout} -> none;
-        {error, Why} -> ct:fail({raw_connection, Why})
-    end.
-
-raw_reply(S, Tag, Deadline) ->
-    Left = Deadline - erlang:monotonic_time(millisecond),
-    Left > 0 orelse ct:fail(raw_reply_timeout),
-    case gen_tcp:recv(S, 0, Left) of
-        {ok, <<>>} ->
-            ok = gen_tcp:send(S, <<>>),
-            raw_reply(S, Tag, Deadline);
-        {ok, <<112, Rest/binary>>} ->
-            {Ctrl, Used} = binary_to_term(Rest, [used]),
-            <<_:Used/binary, MsgBin/binary>> = Rest,
-            case {element(1, Ctrl), MsgBin} of
-                {2, <<131, _/binary>>} ->
-                    case binary_to_term(MsgBin) of
-                        {Tag, Reply} -> Reply;
-                        _ -> raw_reply(S, Tag, Deadline)
-                    end;
-                _ -> raw_reply(S, Tag, Deadline)
-            end;
-        {error, Why} -> ct:fail({raw_connection, Why})
-    end.

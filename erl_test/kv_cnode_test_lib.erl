@@ -8,6 +8,9 @@
          wait_until/2, unique/1]).
 -export([start_long/2, port/1, count_lines/2]).
 -export([start_env/3, fd_count/1, vm_kb/2, memcheck/0]).
+-export([up_line/1, down_line/1, match_lines/2, run_bin/3, pmap/2]).
+-export([janitor_start/1, janitor_add/2, janitor_remove/2, janitor_take/1,
+         start_small_peer/4]).
 
 bin() ->
     case os:getenv("KV_CNODE_BIN") of
@@ -197,3 +200,96 @@ vm_kb(H, Field) ->
 %% True when the binary runs under valgrind (make memcheck sets
 %% KV_MEMCHECK=1): suites skip what only makes sense at native speed.
 memcheck() -> os:getenv("KV_MEMCHECK") =:= "1".
+
+%% The log lines kv_cnode writes when a peer node comes up or goes down.
+up_line(Node) -> <<"node ", (atom_to_binary(Node))/binary, " up">>.
+
+down_line(Node) -> <<"node ", (atom_to_binary(Node))/binary, " down">>.
+
+%% The captures of regular expression Re in the node's log lines, a list
+%% per matching line.
+match_lines(H, Re) ->
+    [M || L <- lines(H),
+          {match, M} <- [re:run(L, Re, [{capture, all_but_first, binary}])]].
+
+%% Run the binary with Args; {ExitStatus, bytes of the chosen stream
+%% (stderr | stdout)}.  A binary still running after Ms is killed and the
+%% caller fails.
+run_bin(Args, Stream, Ms) ->
+    Redir = case Stream of
+                stderr -> "exec \"$0\" \"$@\" 2>&1 >/dev/null </dev/null";
+                stdout -> "exec \"$0\" \"$@\" 2>/dev/null </dev/null"
+            end,
+    Port = open_port({spawn_executable, "/bin/sh"},
+                     [{args, ["-c", Redir, bin() | Args]},
+                      binary, exit_status, use_stdio]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    run_bin_collect(Port, OsPid, <<>>, Ms).
+
+run_bin_collect(Port, OsPid, Acc, Ms) ->
+    receive
+        {Port, {data, D}} -> run_bin_collect(Port, OsPid, <<Acc/binary, D/binary>>, Ms);
+        {Port, {exit_status, S}} -> {S, Acc}
+    after Ms ->
+        os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+        ct:fail({binary_did_not_exit, Acc})
+    end.
+
+%% Parallel map; a crash in any worker fails the caller with its reason.
+pmap(F, L) ->
+    Ws = [spawn_monitor(fun() -> exit({pmap_ok, F(X)}) end) || X <- L],
+    [receive
+         {'DOWN', Ref, process, Pid, {pmap_ok, R}} -> R;
+         {'DOWN', Ref, process, Pid, Why} -> error({pmap_worker, Why})
+     end || {Pid, Ref} <- Ws].
+
+%% A janitor: a process registered as Name that holds what a test case
+%% started (any terms), for the suite to undo when the case ends.
+janitor_start(Name) ->
+    J = spawn(fun() -> janitor_loop(Name, []) end),
+    register(Name, J),
+    J.
+
+janitor_loop(Name, Items) ->
+    receive
+        {add, I} -> janitor_loop(Name, [I | Items]);
+        {remove, I} -> janitor_loop(Name, lists:delete(I, Items));
+        {take, From} -> From ! {Name, Items}
+    end.
+
+%% Record Item (returned); forget Item (the case undid it itself).
+janitor_add(Name, Item) ->
+    Name ! {add, Item},
+    Item.
+
+janitor_remove(Name, Item) ->
+    Name ! {remove, Item},
+    ok.
+
+%% End the janitor Name: the items, last added first, or none when no
+%% janitor runs.
+janitor_take(Name) ->
+    case whereis(Name) of
+        undefined -> none;
+        J ->
+            J ! {take, self()},
+            Items = receive {Name, Is} -> Is after 5000 -> [] end,
+            catch unregister(Name),
+            Items
+    end.
+
+%% peer:start/1 of a BEAM peer with this node's cookie, Dir on its code path
+%% and a small footprint (one scheduler, no busy waiting), controlled over
+%% its stdio (not over distribution); Extra are more VM arguments, Opts
+%% override peer:start/1 options.  {PeerPid, Node}; a peer that does not
+%% start fails the case.
+start_small_peer(Name, Dir, Extra, Opts) ->
+    Cookie = atom_to_list(erlang:get_cookie()),
+    Args = ["-setcookie", Cookie, "-pa", Dir,
+            "+S", "1:1", "+SDcpu", "1:1", "+SDio", "1", "+A", "1",
+            "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none" | Extra],
+    Defaults = #{name => Name, args => Args, wait_boot => 60000, connection => standard_io},
+    case peer:start(maps:merge(Defaults, Opts)) of
+        {ok, Pid, Node} -> {Pid, Node};
+        Other -> ct:fail({peer_start_failed, Name, Other})
+    end.

@@ -150,8 +150,6 @@ static uint16_t epmd_port(void)
     return (p > 0 && p < 65536) ? (uint16_t)p : EPMD_DEFAULT_PORT;
 }
 
-static struct sockaddr_in conn_sa(struct conn *c);
-
 struct conn *conn_connect(struct node *n, struct peer *p)
 {
     struct conn *c = conn_new(n, true);
@@ -167,9 +165,7 @@ struct conn *conn_connect(struct node *n, struct peer *p)
         conn_close(c, "cannot resolve host");
         return NULL;
     }
-    memcpy(&c->epmd_buf, &(struct buf){0}, sizeof c->epmd_buf);
-    /* remember the address in the in-buffer's slot until connected */
-    buf_put(&c->in, &sa, sizeof sa);
+    c->sa = sa; /* the peer's host; its port comes from epmd */
     sa.sin_port = htons(epmd_port());
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -186,18 +182,10 @@ struct conn *conn_connect(struct node *n, struct peer *p)
     return c;
 }
 
-static struct sockaddr_in conn_sa(struct conn *c)
-{
-    struct sockaddr_in sa;
-    memcpy(&sa, c->in.data, sizeof sa);
-    return sa;
-}
-
 static void connect_to_port(struct conn *c, uint16_t port)
 {
     struct node *n = c->node;
-    struct sockaddr_in sa = conn_sa(c);
-    buf_reset(&c->in);
+    struct sockaddr_in sa = c->sa;
     sa.sin_port = htons(port);
     snprintf(c->addr, sizeof c->addr, "%s:%u", inet_ntoa(sa.sin_addr), port);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -220,7 +208,7 @@ static void on_epmd_io(struct loop *l, int fd, int ev, void *data)
     struct conn *c = data;
     if (c->state != CS_RESOLVE)
         return;
-    if (ev & LOOP_WRITE && c->epmd_buf.len == 0 && !(ev & LOOP_READ)) {
+    if (ev & LOOP_WRITE && !c->epmd_sent && !(ev & LOOP_READ)) {
         int err = 0;
         socklen_t el = sizeof err;
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
@@ -243,18 +231,20 @@ static void on_epmd_io(struct loop *l, int fd, int ev, void *data)
             return;
         }
         loop_mod_fd(l, fd, LOOP_READ);
-        buf_put_u8(&c->epmd_buf, 0); /* marks "request sent" */
+        c->epmd_sent = true;
         return;
     }
     if (!(ev & LOOP_READ))
         return;
     uint8_t tmp[512];
     ssize_t r = read(fd, tmp, sizeof tmp);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
     if (r > 0)
         buf_put(&c->epmd_buf, tmp, (size_t)r);
     uint8_t result = 1;
     uint16_t port = 0, highest = 0;
-    long k = epmd_dec_port2_resp(buf_head(&c->epmd_buf) + 1, buf_avail(&c->epmd_buf) - 1,
+    long k = epmd_dec_port2_resp(buf_head(&c->epmd_buf), buf_avail(&c->epmd_buf),
                                  &result, &port, &highest);
     if (k == EPMD_NEED_MORE && r > 0)
         return;

@@ -6,6 +6,7 @@
 #define KV_CONN_H
 
 #include <stdbool.h>
+#include <netinet/in.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -41,8 +42,10 @@ struct conn {
     int fd;
     int epmd_fd;                /* CS_RESOLVE only */
     struct buf epmd_buf;        /* owned: epmd reply bytes */
+    bool epmd_sent;             /* PORT_PLEASE2 written */
     char addr[80];              /* peer address for logs */
     uint32_t ip;                /* incoming: source address (network order) */
+    struct sockaddr_in sa;      /* outgoing: the peer's address */
     struct peer *peer;          /* outgoing: from the start; incoming: once proven */
     struct hs hs;
     struct tls *tls;            /* NULL for plain TCP */

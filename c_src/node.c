@@ -63,7 +63,7 @@ struct peer *node_peer_get(struct node *n, const char *name)
     if (p)
         return p;
     size_t len = strlen(name);
-    if (n->npeers >= MAX_PEERS || len == 0 || len > 255 ||
+    if (n->live_peers >= MAX_PEERS || n->npeers == UINT32_MAX || len == 0 || len > 255 ||
         !hs_valid_node_name(name, len))
         return NULL;
     if (n->npeers == n->cappeers) {
@@ -83,10 +83,49 @@ struct peer *node_peer_get(struct node *n, const char *name)
     ext_put_atom(&p->atom, name, len);
     p->hash = name_hash(name);
     n->peers[n->npeers++] = p;
+    n->live_peers++;
     uint32_t b = p->hash & (n->peer_hash_cap - 1);
     p->h_next = n->peer_hash[b];
     n->peer_hash[b] = p;
+    node_peer_release(n, p); /* freed at the turn's end unless it gets used */
     return p;
+}
+
+/* A peer that may have become unused: looked at when the loop turn ends,
+ * never earlier, because callers up the stack may still hold it. */
+void node_peer_release(struct node *n, struct peer *p)
+{
+    if (p->sweep)
+        return;
+    p->sweep = true;
+    p->sweep_next = n->sweep;
+    n->sweep = p;
+}
+
+/* Free the released peers that nothing refers to: no connection, no
+ * monitors, no links (registry entries for remote pids always hold a
+ * monitor).  Indexes are never reused, so a stale index finds NULL, never
+ * another node. */
+void node_peers_sweep(struct node *n)
+{
+    while (n->sweep) {
+        struct peer *p = n->sweep;
+        n->sweep = p->sweep_next;
+        p->sweep = false;
+        if (p->conn || p->mons || p->links)
+            continue;
+        struct peer **pp = &n->peer_hash[p->hash & (n->peer_hash_cap - 1)];
+        while (*pp && *pp != p)
+            pp = &(*pp)->h_next;
+        if (*pp)
+            *pp = p->h_next;
+        n->peers[p->idx] = NULL;
+        if (n->last_peer == p)
+            n->last_peer = NULL;
+        n->live_peers--;
+        buf_free(&p->atom);
+        free(p);
+    }
 }
 
 bool node_connect(struct node *n, struct peer *p)
@@ -108,7 +147,7 @@ bool node_connect(struct node *n, struct peer *p)
 
 struct span node_atom_of(struct node *n, uint32_t idx)
 {
-    struct buf *b = idx == 0 ? &n->atom : &n->peers[idx]->atom;
+    struct buf *b = idx == 0 || !node_peer(n, idx) ? &n->atom : &n->peers[idx]->atom;
     struct span s = {b->data, b->len};
     return s;
 }
@@ -660,6 +699,7 @@ void node_conn_down(struct node *n, struct conn *c)
     if (was_up)
         LOGI("node %s down", p->name);
     proc_peer_down(n, p);
+    node_peer_release(n, p);
 }
 
 /* --- failed-handshake brake --- */
@@ -904,6 +944,7 @@ static void before_sleep(struct loop *l, void *data)
     struct node *n = data;
     conn_flush_dirty(n);
     conn_reap(n);
+    node_peers_sweep(n);
 }
 
 /* Identity and tables, no I/O; shared by node_start and node_init_bare.
@@ -1064,6 +1105,8 @@ void node_shutdown(struct node *n)
 void node_free(struct node *n)
 {
     for (uint32_t i = 1; i < n->npeers; i++) {
+        if (!n->peers[i])
+            continue;
         buf_free(&n->peers[i]->atom);
         free(n->peers[i]);
     }

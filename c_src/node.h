@@ -46,6 +46,8 @@ struct peer {
     struct lnk *links;   /* links likewise */
     uint64_t hash;
     struct peer *h_next;
+    struct peer *sweep_next; /* node->sweep */
+    bool sweep;              /* on node->sweep */
 };
 
 /* Failed handshakes per source address (a small fixed table: an attacker
@@ -71,7 +73,9 @@ struct node {
     int epmd_fd;
     uint64_t epmd_timer;
     struct peer **peers;    /* by index; [0] unused (this node) */
-    uint32_t npeers, cappeers;
+    uint32_t npeers, cappeers;  /* indexes ever used (never reused) */
+    uint32_t live_peers;
+    struct peer *sweep;      /* peers to check for freeing at the turn's end */
     struct peer *last_peer; /* cache for decoding pids from the same node */
     struct peer **peer_hash;
     uint32_t peer_hash_cap;
@@ -106,8 +110,13 @@ void node_free(struct node *n);
 
 /* Peers. */
 struct peer *node_peer_find(struct node *n, const char *name);
-/* Find or create (NULL when the table is full). */
+/* Find or create (NULL when the table is full).  A new peer that gets no
+ * connection, monitor or link is freed when the loop turn ends. */
 struct peer *node_peer_get(struct node *n, const char *name);
+void node_peer_release(struct node *n, struct peer *p);
+/* End of turn: free released peers nothing refers to (no conn, monitor or
+ * link).  Indexes are never reused: a stale one finds no peer. */
+void node_peers_sweep(struct node *n);
 struct peer *node_peer(struct node *n, uint32_t idx);
 /* Whether p takes MONITOR_P from us.  ei-based C nodes advertise
  * DIST_MONITOR without DIST_MONITOR_NAME and their receive loop fails on a

@@ -731,6 +731,42 @@ static void test_monitor_foreign_target_closes(void **state)
     kt_node_free(t);
 }
 
+
+/* Peers nothing refers to are freed at the end of the turn; indexes are not
+ * reused, and a peer holding a monitor is kept. */
+static void test_unused_peers_are_swept(void **state)
+{
+    struct tnode *t = kt_node_new();
+    struct node *n = &t->n;
+    uint32_t live0 = n->live_peers;
+    struct peer *a = node_peer_get(n, "gone@host");
+    assert_non_null(a);
+    uint32_t ia = a->idx;
+    struct peer *b = node_peer_get(n, "kept@host");
+    assert_non_null(b);
+    struct mon *m = mon_alloc(n);
+    assert_non_null(m);
+    node_make_ref(n, &m->ref);
+    proc_pid(n, n->registry_pid, &m->watcher);
+    m->target = (struct epid){b->idx, 1, 0, 1};
+    m->peer = b;
+    mon_insert(n, m);
+    assert_int_equal(n->live_peers, live0 + 2);
+    node_peers_sweep(n);
+    assert_null(node_peer_find(n, "gone@host"));
+    assert_null(node_peer(n, ia));
+    assert_ptr_equal(node_peer_find(n, "kept@host"), b);
+    assert_int_equal(n->live_peers, live0 + 1);
+    struct peer *again = node_peer_get(n, "gone@host");
+    assert_non_null(again);
+    assert_int_not_equal(again->idx, ia);
+    mon_remove(n, m);
+    node_peer_release(n, b);
+    node_peers_sweep(n);
+    assert_int_equal(n->live_peers, live0);
+    kt_node_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -747,6 +783,7 @@ int main(void)
         cmocka_unit_test(test_monitor_by_name_and_demonitor),
         cmocka_unit_test(test_spoofed_sender_closes),
         cmocka_unit_test(test_monitor_foreign_target_closes),
+        cmocka_unit_test(test_unused_peers_are_swept),
     };
     return cmocka_run_group_tests_name("proc", tests, NULL, NULL);
 }

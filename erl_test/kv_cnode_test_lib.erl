@@ -36,15 +36,21 @@ start(Args) -> start(unique("kv"), Args).
 
 start(SName, Args) ->
     os:cmd("epmd -daemon"),
+    launch(["--sname", SName], node_name(SName), Args, []).
+
+%% Start the binary with a name option, cookie (unless Args has one) and
+%% extra environment; wait for its ready line.  The owner process keeps the
+%% port (and so the node's stdin) open.
+launch(NameArgs, Node, Args, Env) ->
     Cookie = atom_to_list(erlang:get_cookie()),
     HasCookie = lists:member("--cookie", Args) orelse lists:member("--cookie-file", Args),
-    All = ["--sname", SName, "--exit-on-stdin-eof"] ++
+    All = NameArgs ++ ["--exit-on-stdin-eof"] ++
           case HasCookie of true -> []; false -> ["--cookie", Cookie] end ++ Args,
     Self = self(),
-    Owner = spawn(fun() -> owner_init(Self, All) end),
+    Owner = spawn(fun() -> owner_init(Self, All, Env) end),
     receive
         {Owner, ready, OsPid} ->
-            {ok, #{node => node_name(SName), owner => Owner, os_pid => OsPid}};
+            {ok, #{node => Node, owner => Owner, os_pid => OsPid}};
         {Owner, failed, Why} ->
             {error, Why}
     after 15000 ->
@@ -52,9 +58,9 @@ start(SName, Args) ->
         {error, timeout}
     end.
 
-owner_init(Parent, Args) ->
+owner_init(Parent, Args, Env) ->
     Port = open_port({spawn_executable, bin()},
-                     [{args, Args}, {line, 4096}, binary, exit_status,
+                     [{args, Args}, {env, Env}, {line, 4096}, binary, exit_status,
                       stderr_to_stdout, use_stdio]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     owner_wait(Parent, Port, OsPid, []).
@@ -130,21 +136,7 @@ stop_peer({Pid, _Node}) ->
 %% --name (long names); Handle's node is the given name.
 start_long(Name, Args) ->
     os:cmd("epmd -daemon"),
-    Cookie = atom_to_list(erlang:get_cookie()),
-    HasCookie = lists:member("--cookie", Args) orelse lists:member("--cookie-file", Args),
-    All = ["--name", Name, "--exit-on-stdin-eof"] ++
-          case HasCookie of true -> []; false -> ["--cookie", Cookie] end ++ Args,
-    Self = self(),
-    Owner = spawn(fun() -> owner_init(Self, All) end),
-    receive
-        {Owner, ready, OsPid} ->
-            {ok, #{node => list_to_atom(Name), owner => Owner, os_pid => OsPid}};
-        {Owner, failed, Why} ->
-            {error, Why}
-    after 15000 ->
-        exit(Owner, kill),
-        {error, timeout}
-    end.
+    launch(["--name", Name], list_to_atom(Name), Args, []).
 
 %% The distribution port, from the "ready on port P" line.
 port(H) ->
@@ -163,27 +155,7 @@ count_lines(H, Pattern) ->
 %% ERL_EPMD_PORT for a private epmd, which must already be running: this
 %% does not start the default epmd).
 start_env(SName, Args, Env) ->
-    Cookie = atom_to_list(erlang:get_cookie()),
-    HasCookie = lists:member("--cookie", Args) orelse lists:member("--cookie-file", Args),
-    All = ["--sname", SName, "--exit-on-stdin-eof"] ++
-          case HasCookie of true -> []; false -> ["--cookie", Cookie] end ++ Args,
-    Self = self(),
-    Owner = spawn(fun() ->
-                          Port = open_port({spawn_executable, bin()},
-                                           [{args, All}, {env, Env}, {line, 4096}, binary,
-                                            exit_status, stderr_to_stdout, use_stdio]),
-                          {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-                          owner_wait(Self, Port, OsPid, [])
-                  end),
-    receive
-        {Owner, ready, OsPid} ->
-            {ok, #{node => node_name(SName), owner => Owner, os_pid => OsPid}};
-        {Owner, failed, Why} ->
-            {error, Why}
-    after 15000 ->
-        exit(Owner, kill),
-        {error, timeout}
-    end.
+    launch(["--sname", SName], node_name(SName), Args, Env).
 
 %% Open file descriptors of the node's OS process.
 fd_count(H) ->

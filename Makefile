@@ -24,7 +24,8 @@ LDFLAGS += -fsanitize=address,undefined
 BUILD   := build/san
 endif
 
-SRCS    := $(wildcard c_src/*.c)
+SRCS    := $(wildcard c_src/*.c c_src/*/*.c)
+HDRS    := $(wildcard c_src/*.h c_src/*/*.h)
 OBJS    := $(patsubst c_src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 LIBOBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
@@ -35,7 +36,8 @@ all: $(BUILD)/kv_cnode
 deps:
 	@sh tools/deps.sh $(PKGS)
 
-$(BUILD)/obj/%.o: c_src/%.c $(wildcard c_src/*.h) | $(BUILD)/obj
+$(BUILD)/obj/%.o: c_src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj $(BUILD)/tests:
@@ -44,7 +46,7 @@ $(BUILD)/obj $(BUILD)/tests:
 $(BUILD)/kv_cnode: $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(LIBOBJS) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/%.c tests/kvtest.h $(LIBOBJS) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LDLIBS) -lcmocka
 
 # Test helper for erl_test/kv_cnode_peers_SUITE: a third-party C node on
@@ -105,7 +107,8 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_OBJS    := $(patsubst c_src/%.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out c_src/main.c,$(SRCS)))
 .PHONY: fuzz fuzz-smoke fuzz-build
 .SECONDARY: $(FUZZ_OBJS)
-$(FUZZ_BUILD)/obj/%.o: c_src/%.c $(wildcard c_src/*.h) | $(FUZZ_BUILD)/obj
+$(FUZZ_BUILD)/obj/%.o: c_src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 $(FUZZ_BUILD)/obj:
 	mkdir -p $@

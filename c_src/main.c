@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "log.h"
-#include "loop.h"
-#include "node.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "runtime/node.h"
 
 static void on_signal(struct loop *l, int fd, int ev, void *data)
 {

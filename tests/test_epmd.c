@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "epmd.h"
+#include "wire/epmd.h"
 
 /* Parsers run on exact-size heap copies so ASan sees any overread. */
 static long alive2(const uint8_t *p, size_t n, uint8_t *res, uint32_t *cr)

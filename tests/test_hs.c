@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hs.h"
+#include "proto/hs.h"
 #include "golden/hs_golden.h"
 
 #define COOKIE GOLDEN_COOKIE

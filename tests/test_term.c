@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "term.h"
+#include "proto/term.h"
 
 struct golden_term {
     const char *name;

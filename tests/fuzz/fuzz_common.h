@@ -10,17 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "config.h"
-#include "conn.h"
-#include "dist.h"
-#include "hs.h"
-#include "log.h"
-#include "loop.h"
-#include "node.h"
-#include "proc.h"
-#include "registry.h"
-#include "term.h"
+#include "wire/conn.h"
+#include "proto/dist.h"
+#include "proto/hs.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "runtime/node.h"
+#include "runtime/proc.h"
+#include "services/registry.h"
+#include "proto/term.h"
 
 /* An invariant broke: say which, then crash so libFuzzer keeps the input.
  * tests/test_fuzz_regress.c defines its own (a cmocka failure) first. */

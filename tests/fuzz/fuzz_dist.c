@@ -6,7 +6,7 @@
  * frame.  Input starting with 'p' is decoded as one frame body instead. */
 #include "fuzz_common.h"
 
-#include "ext.h"
+#include "proto/ext.h"
 
 static void check_term_span(struct span s, const uint8_t *b, size_t bn)
 {

@@ -1,7 +1,7 @@
 /* node.c - this node (see node.h): start-up (listener, epmd), the peer
  * table, the acceptor's status decision, routing of decoded signals to
  * processes and of outgoing signals to connections, and shutdown. */
-#include "node.h"
+#include "runtime/node.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,15 +21,15 @@
 
 #include <ei.h>
 
-#include "conn.h"
-#include "dist.h"
-#include "epmd.h"
-#include "gen.h"
-#include "hs.h"
-#include "log.h"
-#include "proc.h"
-#include "registry.h"
-#include "tls.h"
+#include "wire/conn.h"
+#include "proto/dist.h"
+#include "wire/epmd.h"
+#include "runtime/gen.h"
+#include "proto/hs.h"
+#include "base/log.h"
+#include "runtime/proc.h"
+#include "services/registry.h"
+#include "wire/tls.h"
 
 #define MAX_PEERS 65536
 

@@ -1,14 +1,14 @@
 /* bucket.c - the bucket behaviour (see bucket.h).  One malloc per stored
  * key/value: [klen:32][vlen:32][key][value]; the index is open addressing
  * with linear probing over {hash, record} pairs, backward-shift deletion. */
-#include "bucket.h"
+#include "services/bucket.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "proc.h"
-#include "term.h"
+#include "base/log.h"
+#include "runtime/proc.h"
+#include "proto/term.h"
 
 struct bent {
     uint64_t hash;

@@ -9,8 +9,8 @@
 #include <netinet/in.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "hs.h"
+#include "base/buf.h"
+#include "proto/hs.h"
 
 struct node;
 struct peer;

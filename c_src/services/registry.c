@@ -2,16 +2,16 @@
  * registry.h).  The table is a slab of 64-byte entries (names up to 24
  * canonical bytes stored inline) plus a linear-probing index of slot
  * numbers with backward-shift deletion, so no tombstones accumulate. */
-#include "registry.h"
+#include "services/registry.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "bucket.h"
-#include "log.h"
-#include "proc.h"
-#include "hs.h"
-#include "term.h"
+#include "services/bucket.h"
+#include "base/log.h"
+#include "runtime/proc.h"
+#include "proto/hs.h"
+#include "proto/term.h"
 
 /* --- pure table --- */
 

@@ -2,7 +2,7 @@
  * Owns: cutting handshake packets out of received bytes, every check on the
  * peer's name, flags and digest, and the packets we answer with (h->out).
  * Touches no socket, clock or node table: see hs.h for the contract. */
-#include "hs.h"
+#include "proto/hs.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * it, the canonical re-encoding used for keys, and the keyed hash.
  * Touches no socket and no ei; input is a byte span read only through a
  * struct cur, output is appended to a caller's struct buf. */
-#include "term.h"
+#include "proto/term.h"
 
 #include <limits.h>
 #include <math.h>

@@ -1,9 +1,9 @@
 /* ext.c - readers and writers for the term shapes the node uses (see ext.h). */
-#include "ext.h"
+#include "proto/ext.h"
 
 #include <ei.h>
 
-#include "term.h"
+#include "proto/term.h"
 
 /* --- readers --- */
 

@@ -9,8 +9,8 @@
 
 #include <stdint.h>
 
-#include "buf.h"
-#include "node.h"
+#include "base/buf.h"
+#include "runtime/node.h"
 
 /* Behaviour results. */
 enum gen_result { GEN_REPLY = 0, GEN_NOREPLY = 1, GEN_STOP = 2 };

@@ -1,6 +1,6 @@
 /* loop.c - epoll readiness, a binary min-heap of timers, and a before-sleep
  * hook (see loop.h).  Single-threaded. */
-#include "loop.h"
+#include "base/loop.h"
 
 #include <errno.h>
 #include <stdlib.h>

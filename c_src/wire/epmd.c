@@ -2,7 +2,7 @@
  * Owns: the byte layout of ALIVE2 and PORT_PLEASE2 requests and their
  * replies.  The pure encoders and parsers come first and touch no socket;
  * any I/O that drives them belongs below them. */
-#include "epmd.h"
+#include "wire/epmd.h"
 
 #include <string.h>
 

@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 
 #define EPMD_NEED_MORE 0
 #define EPMD_ERR (-1)

@@ -9,8 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "term.h"
+#include "base/buf.h"
+#include "proto/term.h"
 
 /* Control operations (erts dist.h). */
 enum dist_op {

@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 
 /* Distribution flags (erts/emulator/beam/dist.h). */
 #define DFLAG_PUBLISHED 0x1ULL

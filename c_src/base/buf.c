@@ -1,5 +1,5 @@
 /* buf.c - growable buffers and checked cursors (see buf.h). */
-#include "buf.h"
+#include "base/buf.h"
 
 #include <stdlib.h>
 

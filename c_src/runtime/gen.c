@@ -1,12 +1,12 @@
 /* gen.c - gen_server envelopes, replies and system messages (see gen.h). */
-#include "gen.h"
+#include "runtime/gen.h"
 
 #include <ei.h>
 
-#include "bucket.h"
-#include "log.h"
-#include "proc.h"
-#include "registry.h"
+#include "services/bucket.h"
+#include "base/log.h"
+#include "runtime/proc.h"
+#include "services/registry.h"
 
 /* net_kernel: {is_auth, Node} -> yes, so net_adm:ping/1 answers pong. */
 static enum gen_result netk_call(struct node *n, uint32_t id, struct cur req, struct buf *out)

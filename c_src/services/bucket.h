@@ -8,9 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "gen.h"
-#include "node.h"
+#include "base/buf.h"
+#include "runtime/gen.h"
+#include "runtime/node.h"
 
 struct bucket;
 

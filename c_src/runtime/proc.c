@@ -2,18 +2,18 @@
  * Cost notes: spawn, lookup and every monitor operation are O(1) (slots by
  * index, monitors hashed by reference, intrusive lists for the per-process
  * and per-peer sets); a process's end is O(its monitors + links). */
-#include "proc.h"
+#include "runtime/proc.h"
 
 #include <stdio.h>
-#include "hs.h"
+#include "proto/hs.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "bucket.h"
-#include "gen.h"
-#include "log.h"
-#include "registry.h"
+#include "services/bucket.h"
+#include "runtime/gen.h"
+#include "base/log.h"
+#include "services/registry.h"
 
 static const uint8_t a_normal[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
 static const uint8_t a_killed[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};

@@ -7,7 +7,7 @@
  * only events it must arrange itself are the ones OpenSSL hides: bytes it has
  * already buffered (tls_pending) and a read that needs the socket writable
  * (tls_wants_write). */
-#include "tls.h"
+#include "wire/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,10 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "log.h"
-#include "loop.h"
-#include "node.h"
+#include "wire/conn.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "runtime/node.h"
 
 struct tls {
     SSL *ssl;          /* owned */

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 
 struct term_limits {
     uint32_t max_depth; /* nesting of tuples/lists/maps/funs; e.g. 1000 */

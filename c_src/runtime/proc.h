@@ -10,8 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "node.h"
+#include "base/buf.h"
+#include "runtime/node.h"
 
 enum proc_kind { PK_FREE = 0, PK_NET_KERNEL, PK_REGISTRY, PK_BUCKET };
 

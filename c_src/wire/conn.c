@@ -3,7 +3,7 @@
  * writev per loop turn (before sleeping); EPOLLOUT only while bytes remain.
  * Closing is deferred: a closed conn is unlinked from the node at once but
  * freed in conn_reap at the end of the turn, so no caller holds a freed one. */
-#include "conn.h"
+#include "wire/conn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,11 +18,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "dist.h"
-#include "epmd.h"
-#include "log.h"
-#include "node.h"
-#include "tls.h"
+#include "proto/dist.h"
+#include "wire/epmd.h"
+#include "base/log.h"
+#include "runtime/node.h"
+#include "wire/tls.h"
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_TURN 16        /* fairness: at most 1 MiB per conn per turn */

@@ -9,11 +9,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "config.h"
-#include "ext.h"
-#include "loop.h"
-#include "term.h"
+#include "proto/ext.h"
+#include "base/loop.h"
+#include "proto/term.h"
 
 struct conn;
 struct mon;

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 
 #define EXT_ATOM_MAX 1020 /* bytes of a UTF-8 atom of 255 characters */
 

@@ -1,9 +1,9 @@
 /* dist.c - frame cutting and control-message decoding (see dist.h). */
-#include "dist.h"
+#include "proto/dist.h"
 
 #include <ei.h>
 
-#include "ext.h"
+#include "proto/ext.h"
 
 long dist_cut(const uint8_t *p, size_t n, uint64_t max, struct span *body)
 {

@@ -26,6 +26,7 @@ static const char *usage =
     "  --setup-time MS         handshake deadline in ms (default 7000)\n"
     "  --connect NODE          connect to NODE at start (repeatable)\n"
     "  --registry NAME         registered name of the registry (default Elixir.KV.Registry)\n"
+    "  --counter NAME          also serve a counter process registered as NAME\n"
     "  --max-message-bytes N   largest frame accepted (default 134217728)\n"
     "  --max-out-bytes N       output queue cap per connection (default 268435456)\n"
     "  --max-connections N     simultaneous connections (default 1024)\n"
@@ -39,7 +40,7 @@ static const char *usage =
 
 enum {
     O_SNAME = 256, O_NAME, O_COOKIE, O_COOKIE_FILE, O_PORT, O_TICK, O_SETUP, O_CONNECT,
-    O_REGISTRY, O_MAXMSG, O_MAXOUT, O_MAXCONN, O_DEPTH, O_STDIN, O_TLS_CERT, O_TLS_KEY,
+    O_REGISTRY, O_COUNTER, O_MAXMSG, O_MAXOUT, O_MAXCONN, O_DEPTH, O_STDIN, O_TLS_CERT, O_TLS_KEY,
     O_TLS_CA, O_TLS_VERIFY, O_TLS_MIN, O_LOG, O_HELP, O_VERSION
 };
 
@@ -53,6 +54,7 @@ static const struct option opts[] = {
     {"setup-time", required_argument, 0, O_SETUP},
     {"connect", required_argument, 0, O_CONNECT},
     {"registry", required_argument, 0, O_REGISTRY},
+    {"counter", required_argument, 0, O_COUNTER},
     {"max-message-bytes", required_argument, 0, O_MAXMSG},
     {"max-out-bytes", required_argument, 0, O_MAXOUT},
     {"max-connections", required_argument, 0, O_MAXCONN},
@@ -141,10 +143,10 @@ static int set_name(struct config *cfg, const char *arg, int longnames, char *er
     }
     if (!longnames && strchr(host, '.'))
         return bad(err, errlen, "--sname %s: the host part must not contain '.' (use --name)", arg);
-    memcpy(cfg->alive, arg, alen);
-    cfg->alive[alen] = 0;
-    snprintf(cfg->name, sizeof cfg->name, "%s@%s", cfg->alive, host);
-    cfg->longnames = longnames;
+    memcpy(cfg->node.alive, arg, alen);
+    cfg->node.alive[alen] = 0;
+    snprintf(cfg->node.name, sizeof cfg->node.name, "%s@%s", cfg->node.alive, host);
+    cfg->node.longnames = longnames;
     return CFG_OK;
 }
 
@@ -187,7 +189,7 @@ static int read_cookie_file(struct config *cfg, const char *path, char *err, siz
         b[--len] = 0;
     if (!cookie_ok(b))
         return bad(err, errlen, "cookie file %s holds no usable cookie (empty or control characters)", path);
-    snprintf(cfg->cookie, sizeof cfg->cookie, "%s", b);
+    snprintf(cfg->node.cookie, sizeof cfg->node.cookie, "%s", b);
     return CFG_OK;
 }
 
@@ -215,21 +217,21 @@ static int default_cookie(struct config *cfg, char *err, size_t errlen)
     close(fd);
     if (w != 20)
         return bad(err, errlen, "cannot write cookie file %s", path);
-    snprintf(cfg->cookie, sizeof cfg->cookie, "%s", c);
+    snprintf(cfg->node.cookie, sizeof cfg->node.cookie, "%s", c);
     return CFG_OK;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->ticktime = 60;
-    cfg->setuptime_ms = 7000;
-    cfg->max_message_bytes = 128ull << 20;
-    cfg->max_out_bytes = 256ull << 20;
-    cfg->max_connections = 1024;
-    cfg->max_depth = 1000;
-    cfg->tls_verify_peer = 1;
-    cfg->tls_min_version = 12;
+    cfg->node.ticktime = 60;
+    cfg->node.setuptime_ms = 7000;
+    cfg->node.max_message_bytes = 128ull << 20;
+    cfg->node.max_out_bytes = 256ull << 20;
+    cfg->node.max_connections = 1024;
+    cfg->node.max_depth = 1000;
+    cfg->node.tls_verify_peer = 1;
+    cfg->node.tls_min_version = 12;
     snprintf(cfg->registry, sizeof cfg->registry, "Elixir.KV.Registry");
     const char *sname = NULL, *lname = NULL, *cookie = NULL, *cookie_file = NULL;
     uint64_t v;
@@ -246,67 +248,72 @@ int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t er
         case O_PORT:
             if (parse_u64(a, 0, 65535, &v))
                 return bad(err, errlen, "--port %s: expected 0..65535", a);
-            cfg->port = (unsigned)v;
+            cfg->node.port = (unsigned)v;
             break;
         case O_TICK:
             if (parse_u64(a, 1, 86400, &v))
                 return bad(err, errlen, "--net-ticktime %s: expected seconds, 1..86400", a);
-            cfg->ticktime = (unsigned)v;
+            cfg->node.ticktime = (unsigned)v;
             break;
         case O_SETUP:
             if (parse_u64(a, 100, 3600000, &v))
                 return bad(err, errlen, "--setup-time %s: expected milliseconds, 100..3600000", a);
-            cfg->setuptime_ms = (unsigned)v;
+            cfg->node.setuptime_ms = (unsigned)v;
             break;
         case O_CONNECT:
-            if (cfg->nconnect == CFG_MAX_CONNECT)
+            if (cfg->node.nconnect == NODE_MAX_CONNECT)
                 return bad(err, errlen, "--connect %s: too many --connect options", a);
             if (!strchr(a, '@'))
                 return bad(err, errlen, "--connect %s: expected NAME@HOST", a);
-            cfg->connect[cfg->nconnect++] = a;
+            cfg->node.connect[cfg->node.nconnect++] = a;
             break;
         case O_REGISTRY:
             if (!*a || strlen(a) > 255)
                 return bad(err, errlen, "--registry '%s': expected an atom of 1..255 characters", a);
             snprintf(cfg->registry, sizeof cfg->registry, "%s", a);
             break;
+        case O_COUNTER:
+            if (!*a || strlen(a) > 255)
+                return bad(err, errlen, "--counter '%s': expected an atom of 1..255 characters", a);
+            snprintf(cfg->counter, sizeof cfg->counter, "%s", a);
+            break;
         case O_MAXMSG:
             if (parse_u64(a, 1024, 1ull << 31, &v))
                 return bad(err, errlen, "--max-message-bytes %s: expected 1024..2147483648", a);
-            cfg->max_message_bytes = v;
+            cfg->node.max_message_bytes = v;
             break;
         case O_MAXOUT:
             if (parse_u64(a, 65536, 1ull << 40, &v))
                 return bad(err, errlen, "--max-out-bytes %s: expected at least 65536", a);
-            cfg->max_out_bytes = v;
+            cfg->node.max_out_bytes = v;
             break;
         case O_MAXCONN:
             if (parse_u64(a, 1, 1000000, &v))
                 return bad(err, errlen, "--max-connections %s: expected 1..1000000", a);
-            cfg->max_connections = (unsigned)v;
+            cfg->node.max_connections = (unsigned)v;
             break;
         case O_DEPTH:
             if (parse_u64(a, 8, 100000, &v))
                 return bad(err, errlen, "--max-term-depth %s: expected 8..100000", a);
-            cfg->max_depth = (unsigned)v;
+            cfg->node.max_depth = (unsigned)v;
             break;
         case O_STDIN: cfg->exit_on_stdin_eof = 1; break;
-        case O_TLS_CERT: cfg->tls_cert = a; break;
-        case O_TLS_KEY: cfg->tls_key = a; break;
-        case O_TLS_CA: cfg->tls_cacert = a; break;
+        case O_TLS_CERT: cfg->node.tls_cert = a; break;
+        case O_TLS_KEY: cfg->node.tls_key = a; break;
+        case O_TLS_CA: cfg->node.tls_cacert = a; break;
         case O_TLS_VERIFY:
             if (strcmp(a, "peer") == 0)
-                cfg->tls_verify_peer = 1;
+                cfg->node.tls_verify_peer = 1;
             else if (strcmp(a, "none") == 0)
-                cfg->tls_verify_peer = 0;
+                cfg->node.tls_verify_peer = 0;
             else
                 return bad(err, errlen, "--tls-verify %s: expected peer or none", a);
             break;
         case O_TLS_MIN:
             if (strcmp(a, "1.2") == 0)
-                cfg->tls_min_version = 12;
+                cfg->node.tls_min_version = 12;
             else if (strcmp(a, "1.3") == 0)
-                cfg->tls_min_version = 13;
+                cfg->node.tls_min_version = 13;
             else
                 return bad(err, errlen, "--tls-min-version %s: expected 1.2 or 1.3", a);
             break;
@@ -332,16 +339,20 @@ int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t er
     int r = set_name(cfg, lname ? lname : sname ? sname : "kv", lname != NULL, err, errlen);
     if (r)
         return r;
-    if ((cfg->tls_cert != NULL) != (cfg->tls_key != NULL))
+    if ((cfg->node.tls_cert != NULL) != (cfg->node.tls_key != NULL))
         return bad(err, errlen, "%s", "--tls-cert and --tls-key go together");
-    if (cfg->tls_cert && cfg->tls_verify_peer && !cfg->tls_cacert)
+    if (cfg->node.tls_cert && cfg->node.tls_verify_peer && !cfg->node.tls_cacert)
         return bad(err, errlen, "%s", "--tls-verify peer needs --tls-cacert");
-    if (!cfg->tls_cert && (cfg->tls_cacert))
+    if (!cfg->node.tls_cert && (cfg->node.tls_cacert))
         return bad(err, errlen, "%s", "--tls-cacert needs --tls-cert and --tls-key");
+    if (cfg->counter[0] &&
+        (strcmp(cfg->counter, cfg->registry) == 0 || strcmp(cfg->counter, "net_kernel") == 0))
+        return bad(err, errlen, "--counter %s: that name is taken (the registry or net_kernel)",
+                   cfg->counter);
     if (cookie) {
         if (!cookie_ok(cookie))
             return bad(err, errlen, "%s", "--cookie: the cookie must be 1..255 printable characters");
-        snprintf(cfg->cookie, sizeof cfg->cookie, "%s", cookie);
+        snprintf(cfg->node.cookie, sizeof cfg->node.cookie, "%s", cookie);
         return CFG_OK;
     }
     if (cookie_file)

@@ -7,29 +7,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/node.h"
+
 #define KV_VERSION "0.1.0"
-#define CFG_MAX_CONNECT 64
 
 struct config {
-    char name[256];      /* full node name alive@host */
-    char alive[256];     /* part before '@' */
-    int longnames;
-    char cookie[256];
-    unsigned port;       /* 0 = any */
-    unsigned ticktime;   /* seconds */
-    unsigned setuptime_ms;
-    const char *connect[CFG_MAX_CONNECT];
-    int nconnect;
-    char registry[256];
-    uint64_t max_message_bytes;
-    uint64_t max_out_bytes;
-    unsigned max_connections;
-    unsigned max_depth;
+    struct node_opts node; /* what the runtime takes (runtime/node.h) */
+    char registry[256];    /* the services (app.h) */
+    char counter[256];     /* --counter NAME, "" = none */
     int exit_on_stdin_eof;
-    /* TLS (issue 4) */
-    const char *tls_cert, *tls_key, *tls_cacert;
-    int tls_verify_peer;
-    int tls_min_version; /* 12 or 13 */
 };
 
 enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_BAD = 2 };

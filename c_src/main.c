@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "config.h"
 #include "base/log.h"
 #include "base/loop.h"
@@ -55,7 +56,11 @@ int main(int argc, char **argv)
         return 1;
     }
     static struct node n;
-    r = node_start(&n, &cfg, l);
+    r = node_start(&n, &cfg.node, l);
+    struct app_opts ao = {cfg.registry, cfg.counter[0] ? cfg.counter : NULL};
+    struct app app;
+    if (r == 0 && app_start(&n, &ao, &app) != 0)
+        r = 1;
     if (r != 0) {
         node_free(&n);
         loop_free(l);

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "services/bucket.h"
-#include "config.h"
 #include "wire/conn.h"
 #include "proto/dist.h"
 #include "proto/ext.h"
@@ -31,19 +31,21 @@
 /* What an OTP 25/26 BEAM peer offers (golden handshake flags plus ours). */
 #define KT_BEAM_FLAGS (HS_OUR_FLAGS | DFLAG_PUBLISHED | DFLAG_FRAGMENTS)
 
+#define KT_REGISTRY "Elixir.KV.Registry"
+
 struct tnode {
-    struct config cfg;
+    struct node_opts cfg;
     struct loop *loop;
     struct node n;
+    struct app app;
 };
 
-static inline void kt_cfg(struct config *cfg, const char *name)
+static inline void kt_cfg(struct node_opts *cfg, const char *name)
 {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->name, sizeof cfg->name, "%s", name);
     snprintf(cfg->alive, sizeof cfg->alive, "%.*s", (int)(strchr(name, '@') - name), name);
     snprintf(cfg->cookie, sizeof cfg->cookie, "cookie");
-    snprintf(cfg->registry, sizeof cfg->registry, "Elixir.KV.Registry");
     cfg->ticktime = 60;
     cfg->setuptime_ms = 7000;
     cfg->max_message_bytes = 128ull << 20;
@@ -62,13 +64,24 @@ static inline struct tnode *kt_node_new(void)
     assert_non_null(t->loop);
     assert_int_equal(node_init_bare(&t->n, &t->cfg, t->loop, KT_CREATION, 0x1234567890abcdefULL),
                      0);
+    struct app_opts ao = {KT_REGISTRY, NULL};
+    assert_int_equal(app_start(&t->n, &ao, &t->app), 0);
     return t;
 }
+
+/* The registry process of n, and its state (the name table). */
+static inline uint32_t kt_registry(struct node *n) { return proc_whereis(n, KT_REGISTRY); }
+static inline struct reg *kt_reg(struct node *n)
+{
+    return proc_by_id(n, kt_registry(n))->state;
+}
+/* The node's record of c's peer (opaque to conn.c). */
+static inline struct peer *kt_peer(struct conn *c) { return c->peer; }
 
 static inline void kt_node_free(struct tnode *t)
 {
     struct node *n = &t->n;
-    for (struct conn *c = n->conns; c; c = c->next)
+    for (struct conn *c = n->wire.conns; c; c = c->next)
         conn_take_output(c, NULL);
     node_shutdown(n);
     node_free(n);
@@ -79,10 +92,10 @@ static inline void kt_node_free(struct tnode *t)
 /* A connection from KT_PEER (or name), up, with flags. */
 static inline struct conn *kt_conn(struct tnode *t, const char *name, uint64_t flags)
 {
-    struct conn *c = conn_new_up(&t->n, name, flags, KT_PEER_CREATION);
+    struct conn *c = conn_new_up(&t->n.wire, name, flags, KT_PEER_CREATION);
     assert_non_null(c);
     assert_non_null(c->peer);
-    assert_true(c->peer->up);
+    assert_true(kt_peer(c)->up);
     return c;
 }
 

@@ -120,7 +120,7 @@ static void test_bucket_growth_and_deletions(void **state)
 
 static uint32_t new_bucket(struct tnode *t)
 {
-    uint32_t id = proc_spawn(&t->n, PK_BUCKET, NULL);
+    uint32_t id = proc_spawn(&t->n, &bucket_behaviour, NULL);
     assert_int_not_equal(id, PROC_NONE);
     return id;
 }
@@ -128,9 +128,8 @@ static uint32_t new_bucket(struct tnode *t)
 static enum gen_result bcall(struct tnode *t, uint32_t id, const struct buf *req,
                              struct buf *out)
 {
-    struct span stop = {0};
     buf_reset(out);
-    return bucket_call(&t->n, id, cur_make(req->data, req->len), out, &stop);
+    return gen_call_direct(&t->n, id, cur_make(req->data, req->len), out);
 }
 
 static void put_req(struct buf *r, struct enc k, const void *v, size_t vn)
@@ -265,7 +264,7 @@ static void test_bucket_cast_and_state(void **state)
     for (int i = 0; i < 20; i++) {
         uint8_t k[5] = {'b', 0, 0, 0, (uint8_t)i};
         put_req(&req, (struct enc){(const char *)k, 5}, "w\3yes", 5);
-        bucket_cast(&t->n, id, cur_make(req.data, req.len));
+        gen_cast_direct(&t->n, id, cur_make(req.data, req.len));
     }
     /* unknown casts are ignored */
     static const struct enc bad[] = {E("w\3foo"), E("h\2w\3putw\1a"), E("h\2w\3getw\1a"),
@@ -273,12 +272,12 @@ static void test_bucket_cast_and_state(void **state)
     for (size_t i = 0; i < 4; i++) {
         buf_reset(&req);
         buf_put(&req, bad[i].p, bad[i].n);
-        bucket_cast(&t->n, id, cur_make(req.data, req.len));
+        gen_cast_direct(&t->n, id, cur_make(req.data, req.len));
     }
     struct proc *p = proc_by_id(&t->n, id);
     assert_int_equal(bucket_count(p->state), 20);
     buf_reset(&out);
-    assert_true(bucket_state(&t->n, p->state, &out));
+    assert_true(gen_state_direct(&t->n, id, &out));
     static const struct term_limits lim = {10, 1000};
     assert_int_equal(term_walk(out.data, out.len, &lim), (long)out.len);
     assert_int_equal(out.data[0], 't');
@@ -286,7 +285,7 @@ static void test_bucket_cast_and_state(void **state)
     /* an empty bucket's state is the empty map */
     uint32_t id2 = new_bucket(t);
     buf_reset(&out);
-    assert_true(bucket_state(&t->n, proc_by_id(&t->n, id2)->state, &out));
+    assert_true(gen_state_direct(&t->n, id2, &out));
     assert_true(out_is(&out, "t\0\0\0\0", 5));
     buf_free(&req);
     buf_free(&out);
@@ -432,7 +431,7 @@ static void test_bucket_stop(void **state)
     ext_put_tuple(&req, 2);
     kt_atom(&req, "create");
     kt_atom(&req, "doomed");
-    registry_call(&t->n, t->n.registry_pid, cur_make(req.data, req.len), &out);
+    gen_call_direct(&t->n, kt_registry(&t->n), cur_make(req.data, req.len), &out);
     struct cur oc = cur_make(out.data, out.len);
     uint32_t ar;
     struct epid b;
@@ -463,7 +462,7 @@ static void test_bucket_stop(void **state)
     kt_frame_end(&fr, st);
     assert_true(kt_feed(c, &fr));
     assert_null(proc_get(&t->n, &b));
-    assert_int_equal(t->n.reg->count, 0);
+    assert_int_equal(kt_reg(&t->n)->count, 0);
     struct kt_frames f;
     struct dist_msg m;
     kt_out(c, &f);

@@ -842,6 +842,7 @@ static void test_conn_bad_frames(void **state)
 {
     struct tnode *t = kt_node_new();
     t->cfg.max_message_bytes = 16u << 20;
+    t->n.wire.max_message_bytes = t->cfg.max_message_bytes; /* the connections take a copy */
     struct buf bad, b;
     buf_init(&bad);
     buf_init(&b);
@@ -899,7 +900,7 @@ static void test_conn_bad_frames(void **state)
         kt_out(c, &f);
         assert_int_equal(kt_count_frames(&f), 1); /* the first call's reply only */
         buf_free(&f.raw);
-        conn_reap(&t->n);
+        conn_reap(&t->n.wire);
         /* another peer is served */
         struct conn *g = kt_conn(t, "good@host", KT_BEAM_FLAGS);
         buf_reset(&b);
@@ -910,9 +911,9 @@ static void test_conn_bad_frames(void **state)
         assert_int_equal(m.op, DOP_SEND);
         buf_free(&f.raw);
         conn_close(g, NULL);
-        conn_reap(&t->n);
+        conn_reap(&t->n.wire);
     }
-    assert_int_equal(t->n.nconns, 0);
+    assert_int_equal(t->n.wire.nconns, 0);
     assert_int_equal(t->n.procs->mh_count, 0);
     buf_free(&bad);
     buf_free(&b);

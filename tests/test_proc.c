@@ -12,7 +12,7 @@
 
 static uint32_t spawn_bucket(struct tnode *t)
 {
-    uint32_t id = proc_spawn(&t->n, PK_BUCKET, NULL);
+    uint32_t id = proc_spawn(&t->n, &bucket_behaviour, NULL);
     assert_int_not_equal(id, PROC_NONE);
     return id;
 }
@@ -78,7 +78,7 @@ static void test_registered_names(void **state)
     struct tnode *t = kt_node_new();
     struct node *n = &t->n;
     assert_int_equal(proc_whereis(n, "net_kernel"), 0);
-    assert_int_equal(proc_whereis(n, "Elixir.KV.Registry"), n->registry_pid);
+    assert_int_equal(proc_whereis(n, "Elixir.KV.Registry"), t->app.registry);
     assert_int_equal(proc_whereis(n, "nobody"), PROC_NONE);
     uint32_t b = spawn_bucket(t);
     assert_int_equal(proc_register(n, "bucket_b", b), 0);
@@ -237,8 +237,8 @@ static void test_local_monitor_fires_to_registry(void **state)
     kt_atom(&req, "register");
     kt_atom(&req, "watched");
     node_put_pid(n, &req, &pb);
-    registry_call(n, n->registry_pid, cur_make(req.data, req.len), &out);
-    assert_int_equal(n->reg->count, 1);
+    gen_call_direct(n, kt_registry(n), cur_make(req.data, req.len), &out);
+    assert_int_equal(kt_reg(n)->count, 1);
     assert_int_equal(n->procs->mh_count, 1);
     struct mon *m = proc_by_id(n, b)->mons;
     assert_non_null(m);
@@ -246,7 +246,7 @@ static void test_local_monitor_fires_to_registry(void **state)
     assert_null(m->peer);
     proc_exit_signal(n, b, &pb, R_KILL, false);
     assert_false(alive(t, b));
-    assert_int_equal(n->reg->count, 0);
+    assert_int_equal(kt_reg(n)->count, 0);
     assert_int_equal(n->procs->mh_count, 0);
     buf_free(&req);
     buf_free(&out);
@@ -261,9 +261,9 @@ static void peer_monitors(struct tnode *t, struct conn *c, uint32_t id, uint32_t
     struct buf fr;
     buf_init(&fr);
     size_t st = kt_frame(&fr, 4, DOP_MONITOR_P);
-    kt_pid(&fr, c->peer->name, 500 + refw, 0, KT_PEER_CREATION);
+    kt_pid(&fr, kt_peer(c)->name, 500 + refw, 0, KT_PEER_CREATION);
     kt_put_local_pid(t, &fr, id);
-    kt_ref(&fr, c->peer->name, KT_PEER_CREATION, refw);
+    kt_ref(&fr, kt_peer(c)->name, KT_PEER_CREATION, refw);
     kt_frame_end(&fr, st);
     assert_true(kt_feed(c, &fr));
     buf_free(&fr);
@@ -274,7 +274,7 @@ static void peer_links(struct tnode *t, struct conn *c, uint32_t id, uint32_t ri
     struct buf fr;
     buf_init(&fr);
     size_t st = kt_frame(&fr, 3, DOP_LINK);
-    kt_pid(&fr, c->peer->name, rid, 0, KT_PEER_CREATION);
+    kt_pid(&fr, kt_peer(c)->name, rid, 0, KT_PEER_CREATION);
     kt_put_local_pid(t, &fr, id);
     kt_frame_end(&fr, st);
     assert_true(kt_feed(c, &fr));
@@ -300,7 +300,7 @@ static void test_exit_signal_rules(void **state)
     struct tnode *t = kt_node_new();
     struct node *n = &t->n;
     struct conn *c = kt_conn(t, KT_PEER, KT_BEAM_FLAGS);
-    struct epid other = {c->peer->idx, 77, 0, KT_PEER_CREATION};
+    struct epid other = {kt_peer(c)->idx, 77, 0, KT_PEER_CREATION};
     uint32_t b = spawn_bucket(t);
     struct epid pb = kt_local_pid(t, b);
     peer_monitors(t, c, b, 1);
@@ -345,10 +345,10 @@ static void test_exit_signal_rules(void **state)
     proc_exit_signal(n, b, &pb, R_NORMAL, false);
     assert_false(alive(t, b));
     /* the registry and net_kernel refuse even kill */
-    struct epid reg = kt_local_pid(t, n->registry_pid);
-    proc_exit_signal(n, n->registry_pid, &other, R_KILL, false);
+    struct epid reg = kt_local_pid(t, kt_registry(n));
+    proc_exit_signal(n, kt_registry(n), &other, R_KILL, false);
     proc_exit_signal(n, 0, &other, R_KILL, false);
-    proc_exit_signal(n, n->registry_pid, &other, R_SHUTDOWN, false);
+    proc_exit_signal(n, kt_registry(n), &other, R_SHUTDOWN, false);
     assert_non_null(proc_get(n, &reg));
     assert_true(alive(t, 0));
     kt_node_free(t);
@@ -361,7 +361,7 @@ static void test_link_exit_rules(void **state)
     struct tnode *t = kt_node_new();
     struct node *n = &t->n;
     struct conn *c = kt_conn(t, KT_PEER, KT_BEAM_FLAGS);
-    struct epid rp = {c->peer->idx, 88, 0, KT_PEER_CREATION};
+    struct epid rp = {kt_peer(c)->idx, 88, 0, KT_PEER_CREATION};
     uint32_t b = spawn_bucket(t);
     /* not linked: a link exit is ignored */
     proc_exit_signal(n, b, &rp, R_SHUTDOWN, true);
@@ -372,7 +372,7 @@ static void test_link_exit_rules(void **state)
     proc_exit_signal(n, b, &rp, R_NORMAL, true);
     assert_true(alive(t, b));
     assert_null(lnk_find(n, b, &rp));
-    assert_null(c->peer->links);
+    assert_null(kt_peer(c)->links);
     /* kill over a link ends it with reason kill, not killed */
     peer_links(t, c, b, 88);
     peer_monitors(t, c, b, 10);
@@ -418,7 +418,7 @@ static void test_exit_signals_from_peer(void **state)
     assert_true(alive(t, b));
     /* UNLINK_ID after a LINK: the link goes, the ack carries the id */
     peer_links(t, c, b, 5);
-    assert_non_null(c->peer->links);
+    assert_non_null(kt_peer(c)->links);
     buf_reset(&fr);
     st = kt_frame(&fr, 4, DOP_UNLINK_ID);
     ext_put_u64(&fr, 0xfedcba9876543210ull);
@@ -426,7 +426,7 @@ static void test_exit_signals_from_peer(void **state)
     kt_put_local_pid(t, &fr, b);
     kt_frame_end(&fr, st);
     assert_true(kt_feed(c, &fr));
-    assert_null(c->peer->links);
+    assert_null(kt_peer(c)->links);
     struct kt_frames f;
     struct dist_msg m;
     kt_out(c, &f);
@@ -456,7 +456,7 @@ static void test_exit_signals_from_peer(void **state)
     assert_int_equal(m.op, DOP_PAYLOAD_EXIT);
     assert_true(kt_span_atom(m.reason, "noproc"));
     buf_free(&f.raw);
-    assert_null(c->peer->links);
+    assert_null(kt_peer(c)->links);
     buf_free(&want);
     buf_free(&fr);
     kt_node_free(t);
@@ -503,11 +503,11 @@ static void test_noconnection_cleanup(void **state)
         kt_atom(&req, "register");
         kt_small(&req, (uint8_t)i);
         kt_pid(&req, KT_PEER, 800 + i, 0, KT_PEER_CREATION);
-        registry_call(n, n->registry_pid, cur_make(req.data, req.len), &out);
+        gen_call_direct(n, kt_registry(n), cur_make(req.data, req.len), &out);
         buf_free(&req);
         buf_free(&out);
     }
-    assert_int_equal(n->reg->count, 3);
+    assert_int_equal(kt_reg(n)->count, 3);
     assert_int_equal(n->procs->mh_count, 3 + 2 + 3);
     assert_int_equal(list_len_peer(p), 3 + 3);
     assert_non_null(p->links);
@@ -519,7 +519,7 @@ static void test_noconnection_cleanup(void **state)
     assert_null(p->conn);
     assert_null(p->mons);
     assert_null(p->links);
-    assert_int_equal(n->reg->count, 0);
+    assert_int_equal(kt_reg(n)->count, 0);
     assert_int_equal(n->procs->mh_count, 0); /* c2's monitors fired too */
     assert_true(alive(t, mon_b));
     assert_false(alive(t, link_b));
@@ -541,7 +541,7 @@ static void test_noconnection_cleanup(void **state)
     struct conn *c3 = kt_conn(t, KT_PEER, KT_BEAM_FLAGS);
     assert_ptr_equal(c3->peer, p);
     assert_null(p->mons);
-    conn_reap(n);
+    conn_reap(&n->wire);
     buf_free(&fr);
     kt_node_free(t);
 }
@@ -566,15 +566,15 @@ static void test_peer_down_by_hand(void **state)
     mon_insert(n, m);
     /* the registry's monitor on a pid of the peer (a registered name) */
     struct epid rp = {p->idx, 11, 0, 3};
-    uint32_t slot = reg_add(n->reg, (const uint8_t *)"w\1x", 3, &rp);
+    uint32_t slot = reg_add(kt_reg(n), (const uint8_t *)"w\1x", 3, &rp);
     struct mon *rm = mon_alloc(n);
     node_make_ref(n, &rm->ref);
-    proc_pid(n, n->registry_pid, &rm->watcher);
+    proc_pid(n, kt_registry(n), &rm->watcher);
     rm->target = rp;
     rm->tag = slot;
     rm->peer = p;
     mon_insert(n, rm);
-    n->reg->ents[slot].mon = rm;
+    kt_reg(n)->ents[slot].mon = rm;
     /* links: b2 with a pid of the peer (both directions are one record here) */
     assert_non_null(lnk_add(n, b2, &rp, p));
     assert_int_equal(n->procs->mh_count, 2);
@@ -582,7 +582,7 @@ static void test_peer_down_by_hand(void **state)
     assert_null(p->mons);
     assert_null(p->links);
     assert_int_equal(n->procs->mh_count, 0);
-    assert_int_equal(n->reg->count, 0);
+    assert_int_equal(kt_reg(n)->count, 0);
     assert_true(alive(t, b1));
     assert_false(alive(t, b2));
     assert_null(proc_by_id(n, b1)->mons);
@@ -610,7 +610,7 @@ static void test_monitor_by_name_and_demonitor(void **state)
     }
     assert_true(kt_feed(c, &fr));
     assert_int_equal(n->procs->mh_count, 1);
-    struct mon *m = proc_by_id(n, n->registry_pid)->mons;
+    struct mon *m = proc_by_id(n, kt_registry(n))->mons;
     assert_non_null(m);
     assert_int_equal(m->name, 1); /* the registry's name index */
     /* DEMONITOR_P for that ref from another peer, as the first peer's
@@ -706,7 +706,7 @@ static void test_spoofed_sender_closes(void **state)
         for (uint32_t id = 0; id < n->procs->n; id++)
             assert_null(n->procs->v[id].links);
         assert_int_equal(n->procs->mh_count, 0);
-        conn_reap(n);
+        conn_reap(&n->wire);
         proc_exit(n, b, R_NORMAL);
         buf_free(&fr);
     }
@@ -747,7 +747,7 @@ static void test_unused_peers_are_swept(void **state)
     struct mon *m = mon_alloc(n);
     assert_non_null(m);
     node_make_ref(n, &m->ref);
-    proc_pid(n, n->registry_pid, &m->watcher);
+    proc_pid(n, kt_registry(n), &m->watcher);
     m->target = (struct epid){b->idx, 1, 0, 1};
     m->peer = b;
     mon_insert(n, m);

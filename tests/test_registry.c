@@ -217,7 +217,7 @@ static void test_reg_slot_reuse(void **state)
 static enum gen_result rcall(struct tnode *t, const struct buf *req, struct buf *out)
 {
     buf_reset(out);
-    return registry_call(&t->n, t->n.registry_pid, cur_make(req->data, req->len), out);
+    return gen_call_direct(&t->n, kt_registry(&t->n), cur_make(req->data, req->len), out);
 }
 
 /* {Op, Name} with Name given as raw term bytes. */
@@ -303,7 +303,7 @@ static void test_registry_calls(void **state)
     assert_int_equal(b.creation, KT_CREATION);
     struct proc *bp = proc_get(&t->n, &b);
     assert_non_null(bp);
-    assert_int_equal(bp->kind, PK_BUCKET);
+    assert_ptr_equal(proc_beh(&t->n, bp), &bucket_behaviour);
     /* create again: the same bucket */
     assert_int_equal(rcall(t, &req, &out), GEN_REPLY);
     struct epid b2 = reply_ok_pid(t, &out);
@@ -402,8 +402,8 @@ static void test_registry_cast(void **state)
     buf_init(&req);
     buf_init(&out);
     req2(&req, "create", BIN_SHOP, BIN_SHOP_N);
-    registry_cast(&t->n, t->n.registry_pid, cur_make(req.data, req.len));
-    registry_cast(&t->n, t->n.registry_pid, cur_make(req.data, req.len));
+    gen_cast_direct(&t->n, kt_registry(&t->n), cur_make(req.data, req.len));
+    gen_cast_direct(&t->n, kt_registry(&t->n), cur_make(req.data, req.len));
     assert_int_equal(count(t), 1);
     req2(&req, "lookup", BIN_SHOP, BIN_SHOP_N);
     rcall(t, &req, &out);
@@ -415,7 +415,7 @@ static void test_registry_cast(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         buf_reset(&req);
         buf_put(&req, bad[i].p, bad[i].n);
-        registry_cast(&t->n, t->n.registry_pid, cur_make(req.data, req.len));
+        gen_cast_direct(&t->n, kt_registry(&t->n), cur_make(req.data, req.len));
     }
     assert_int_equal(count(t), 1);
     assert_int_equal(t->n.procs->live, 3);
@@ -594,7 +594,7 @@ static void test_registry_remote_pids(void **state)
     buf_init(&fr);
     size_t st = kt_frame(&fr, 4, DOP_PAYLOAD_MONITOR_P_EXIT);
     buf_put(&fr, rp.data, rp.len);
-    struct epid regpid = kt_local_pid(t, t->n.registry_pid);
+    struct epid regpid = kt_local_pid(t, kt_registry(&t->n));
     node_put_pid(&t->n, &fr, &regpid);
     buf_put(&fr, ref.data, ref.len);
     ext_put_version(&fr);
@@ -760,7 +760,7 @@ static void test_registry_state(void **state)
         rcall(t, &req, &out);
     }
     buf_reset(&out);
-    assert_true(registry_state(&t->n, &out));
+    assert_true(gen_state_direct(&t->n, kt_registry(&t->n), &out));
     static const struct term_limits lim = {100, 100000};
     assert_int_equal(term_walk(out.data, out.len, &lim), (long)out.len);
     struct cur c = cur_make(out.data, out.len);

@@ -1,52 +1,32 @@
-/* gen.c - gen_server envelopes, replies and system messages (see gen.h). */
+/* gen.c - gen_server envelopes, replies and system messages, and the
+ * calls a behaviour makes (see gen.h).  Calls behaviours only through
+ * struct behaviour. */
 #include "runtime/gen.h"
 
 #include <ei.h>
 
-#include "services/bucket.h"
 #include "base/log.h"
+#include "runtime/node.h"
 #include "runtime/proc.h"
-#include "services/registry.h"
 
-/* net_kernel: {is_auth, Node} -> yes, so net_adm:ping/1 answers pong. */
-static enum gen_result netk_call(struct node *n, uint32_t id, struct cur req, struct buf *out)
-{
-    uint32_t ar;
-    if (ext_get_tuple(&req, &ar) && ar == 2 && ext_atom_eq(&req, "is_auth"))
-        return ext_put_atomz(out, "yes") ? GEN_REPLY : GEN_NOREPLY;
-    return ext_put_tuple(out, 2) && ext_put_atomz(out, "error") &&
-                   ext_put_atomz(out, "unknown_call")
-               ? GEN_REPLY
-               : GEN_NOREPLY;
-}
-
-static enum gen_result do_call(struct node *n, struct proc *p, uint32_t id, struct cur req,
-                               struct buf *out, struct span *stop)
-{
-    switch (p->kind) {
-    case PK_NET_KERNEL: return netk_call(n, id, req, out);
-    case PK_REGISTRY: return registry_call(n, id, req, out);
-    case PK_BUCKET: return bucket_call(n, id, req, out, stop);
-    default: return GEN_NOREPLY;
-    }
-}
-
-static void do_cast(struct node *n, struct proc *p, uint32_t id, struct cur req)
-{
-    switch (p->kind) {
-    case PK_REGISTRY: registry_cast(n, id, req); break;
-    case PK_BUCKET: bucket_cast(n, id, req); break;
-    default: LOGD("cast to a process that takes none ignored"); break;
-    }
-}
-
+/* The state sys:get_state and sys:get_status show: the behaviour's, or
+ * undefined for one that has none. */
 static bool put_state(struct node *n, struct proc *p, uint32_t id, struct buf *out)
 {
-    switch (p->kind) {
-    case PK_REGISTRY: return registry_state(n, out);
-    case PK_BUCKET: return bucket_state(n, p->state, out);
-    default: return ext_put_atomz(out, "undefined");
-    }
+    const struct behaviour *b = proc_beh(n, p);
+    struct gen g = {n, id, p->state};
+    if (b->get_state)
+        return b->get_state(&g, out);
+    return ext_put_atomz(out, "undefined");
+}
+
+static bool put_status_state(struct node *n, struct proc *p, uint32_t id, struct buf *out)
+{
+    const struct behaviour *b = proc_beh(n, p);
+    struct gen g = {n, id, p->state};
+    if (b->format_status)
+        return b->format_status(&g, out);
+    return put_state(n, p, id, out);
 }
 
 /* {Tag, Reply} to From: the reply is built in n->scratch after the tuple
@@ -103,7 +83,7 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
         ext_put_list_header(out, 1);
         ext_put_tuple(out, 2);
         buf_put(out, "k\0\5State", 8); /* "State" as STRING_EXT */
-        put_state(n, p, id, out);
+        put_status_state(n, p, id, out);
         ext_put_nil(out);
         ext_put_nil(out);
         ext_put_nil(out);
@@ -116,8 +96,8 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
             ext_skip(&m, NULL);
             if (!ext_skip(&m, &reason))
                 return;
-            if (p->kind != PK_BUCKET) {
-                /* net_kernel and the registry outlive their callers here */
+            if (proc_beh(n, p)->flags & GEN_SYSTEM) {
+                /* system processes outlive their callers here */
                 ext_put_tuple(out, 2);
                 ext_put_atomz(out, "error");
                 ext_put_atomz(out, "not_allowed");
@@ -127,8 +107,8 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
             ext_put_atomz(out, "ok");
             /* sys.erl replies before terminating: the caller's own monitor
              * must not fire first.  Nothing leaves the node before the loop
-             * turn ends, and by then proc_exit has taken the bucket out of
-             * the registry. */
+             * turn ends, and by then proc_exit has told the spawner and
+             * every local watcher (a registry drops the name). */
             reply_send(n, from);
             proc_exit(n, id, reason);
             return;
@@ -172,11 +152,35 @@ static bool get_from(struct cur *c, struct span *from, struct span *tag)
     return ext_skip(c, from) && ext_skip(c, tag);
 }
 
+/* Write back the state a callback may have replaced, unless the process
+ * ended meanwhile (its slot may hold another one by now). */
+static inline bool writeback(struct node *n, uint32_t id, uint32_t serial, const struct gen *g)
+{
+    struct proc *p = &n->procs->v[id];
+    if (!p->beh || p->serial != serial || p->exiting)
+        return false;
+    p->state = g->state;
+    return true;
+}
+
+static enum gen_result unknown_call(struct buf *out)
+{
+    return ext_put_tuple(out, 2) && ext_put_atomz(out, "error") &&
+                   ext_put_atomz(out, "unknown_call")
+               ? GEN_REPLY
+               : GEN_NOREPLY;
+}
+
 void gen_deliver(struct node *n, uint32_t id, struct span msg)
 {
     struct proc *p = proc_by_id(n, id);
     if (!p)
         return;
+    const struct behaviour *b = proc_beh(n, p);
+    uint32_t serial = p->serial;
+    struct gen g = {n, id, p->state};
+    struct span stop = {0};
+    enum gen_result r;
     struct cur c = cur_make(msg.p, msg.n);
     uint32_t ar;
     struct span from, tag, req;
@@ -187,9 +191,9 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         if (!get_from(&c, &from, &tag) || !ext_skip(&c, &req))
             goto info;
         size_t mark = reply_begin(n, tag);
-        struct span stop = {0};
-        enum gen_result r = do_call(n, p, id, cur_make(req.p, req.n), &n->scratch, &stop);
-        if (r == GEN_NOREPLY || n->scratch.len == mark)
+        r = b->handle_call ? b->handle_call(&g, cur_make(req.p, req.n), &n->scratch, &stop)
+                           : unknown_call(&n->scratch);
+        if (!writeback(n, id, serial, &g) || r == GEN_NOREPLY || n->scratch.len == mark)
             return;
         reply_send(n, from);
         if (r == GEN_STOP)
@@ -200,7 +204,13 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         ext_skip(&c, NULL);
         if (!ext_skip(&c, &req))
             goto info;
-        do_cast(n, p, id, cur_make(req.p, req.n));
+        if (!b->handle_cast) {
+            LOGD("cast to a process that takes none ignored");
+            return;
+        }
+        r = b->handle_cast(&g, cur_make(req.p, req.n), &stop);
+        if (writeback(n, id, serial, &g) && r == GEN_STOP)
+            proc_exit(n, id, stop);
         return;
     }
     if (ar == 3 && ext_atom_eq(&c, "system")) {
@@ -211,5 +221,170 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         return;
     }
 info:
-    LOGD("process <0.%u.%u>: unexpected message ignored", id, p->serial);
+    if (!b->handle_info) {
+        LOGD("process <0.%u.%u>: unexpected message ignored", id, p->serial);
+        return;
+    }
+    r = b->handle_info(&g, msg, NULL, &stop);
+    if (writeback(n, id, serial, &g) && r == GEN_STOP)
+        proc_exit(n, id, stop);
 }
+
+/* --- test seams --- */
+
+enum gen_result gen_call_direct(struct node *n, uint32_t id, struct cur req, struct buf *out)
+{
+    struct proc *p = proc_by_id(n, id);
+    if (!p)
+        return GEN_NOREPLY;
+    const struct behaviour *b = proc_beh(n, p);
+    uint32_t serial = p->serial;
+    struct gen g = {n, id, p->state};
+    struct span stop = {0};
+    enum gen_result r = b->handle_call ? b->handle_call(&g, req, out, &stop) : unknown_call(out);
+    if (writeback(n, id, serial, &g) && r == GEN_STOP)
+        proc_exit(n, id, stop);
+    return r;
+}
+
+void gen_cast_direct(struct node *n, uint32_t id, struct cur req)
+{
+    struct proc *p = proc_by_id(n, id);
+    if (!p || !proc_beh(n, p)->handle_cast)
+        return;
+    uint32_t serial = p->serial;
+    struct gen g = {n, id, p->state};
+    struct span stop = {0};
+    enum gen_result r = proc_beh(n, p)->handle_cast(&g, req, &stop);
+    if (writeback(n, id, serial, &g) && r == GEN_STOP)
+        proc_exit(n, id, stop);
+}
+
+bool gen_state_direct(struct node *n, uint32_t id, struct buf *out)
+{
+    struct proc *p = proc_by_id(n, id);
+    return p && put_state(n, p, id, out);
+}
+
+/* --- what a behaviour may ask of the runtime --- */
+
+uint32_t gen_spawn(struct gen *g, const struct behaviour *b, void *arg, struct epid *pid)
+{
+    uint32_t id = proc_spawn(g->n, b, arg);
+    if (id == PROC_NONE)
+        return GEN_NONE;
+    if (pid)
+        proc_pid(g->n, id, pid);
+    return id;
+}
+
+void gen_monitor_child(struct gen *g, const struct epid *pid, uint32_t tag)
+{
+    if (pid->node == 0 && proc_get(g->n, pid))
+        proc_spawn_monitor(g->n, pid->id, g->self, tag);
+}
+
+void gen_demonitor_child(struct gen *g, const struct epid *pid)
+{
+    struct proc *p = proc_get(g->n, pid);
+    if (p && p->watcher == g->self + 1)
+        p->watcher = 0;
+}
+
+bool gen_alive(struct gen *g, const struct epid *pid)
+{
+    return pid->node != 0 || proc_get(g->n, pid) != NULL;
+}
+
+void gen_exit(struct gen *g, const struct epid *pid, struct span reason)
+{
+    if (pid->node == 0 && proc_get(g->n, pid))
+        proc_exit(g->n, pid->id, reason);
+}
+
+void gen_self_pid(struct gen *g, struct epid *out) { proc_pid(g->n, g->self, out); }
+
+int gen_register(struct gen *g, const char *name) { return proc_register(g->n, name, g->self); }
+
+uint32_t gen_whereis(struct gen *g, const char *name)
+{
+    uint32_t id = proc_whereis(g->n, name);
+    return id == PROC_NONE ? GEN_NONE : id;
+}
+
+bool gen_monitor(struct gen *g, const struct epid *pid, uint32_t tag, struct mon **hold)
+{
+    struct node *n = g->n;
+    struct mon *m = mon_alloc(n);
+    if (!m)
+        return false;
+    node_make_ref(n, &m->ref);
+    proc_pid(n, g->self, &m->watcher);
+    m->target = *pid;
+    m->tag = tag;
+    if (pid->node == 0) {
+        m->local_target = true;
+    } else {
+        m->peer = node_peer(n, pid->node);
+        if (!m->peer) {
+            mon_remove(n, m);
+            return false;
+        }
+    }
+    mon_insert(n, m);
+    *hold = m;
+    struct peer *p = m->peer;
+    if (p && p->up) {
+        if (node_peer_takes_monitors(p)) {
+            m->sent = true;
+            node_send_monitor_p(n, p, &m->watcher, &m->target, &m->ref);
+        }
+    } else if (p && !p->conn && !node_connect(n, p)) {
+        /* Unreachable.  A connect that failed at once already fired the
+         * monitor (noconnection); otherwise fire it here.  Either way m
+         * must not be touched after this. */
+        struct eref ref = m->ref;
+        if (mon_find(n, &ref) == m)
+            mon_fire(n, m, R_NOCONNECTION);
+    }
+    return true;
+}
+
+void gen_demonitor(struct gen *g, struct mon *m)
+{
+    if (m->peer && m->sent && m->peer->up)
+        node_send_demonitor_p(g->n, m->peer, &m->watcher, &m->target, &m->ref);
+    mon_remove(g->n, m);
+}
+
+const struct eref *gen_monitor_ref(const struct mon *m) { return &m->ref; }
+
+void gen_send(struct gen *g, const struct epid *to, struct span msg)
+{
+    if (to->node != 0)
+        node_send(g->n, to, msg);
+    else if (to->id != g->self && proc_get(g->n, to))
+        gen_deliver(g->n, to->id, msg); /* local: now, as a nested delivery */
+    else
+        LOGD("send to itself or a dead local process dropped");
+}
+
+void gen_make_ref(struct gen *g, struct eref *r) { node_make_ref(g->n, r); }
+
+bool gen_put_pid(struct gen *g, struct buf *b, const struct epid *p)
+{
+    return node_put_pid(g->n, b, p);
+}
+
+bool gen_put_ref(struct gen *g, struct buf *b, const struct eref *r)
+{
+    return node_put_ref(g->n, b, r);
+}
+
+bool gen_get_pid(struct gen *g, struct cur *c, struct epid *p) { return node_get_pid(g->n, c, p); }
+
+bool gen_get_ref(struct gen *g, struct cur *c, struct eref *r) { return node_get_ref(g->n, c, r); }
+
+uint64_t gen_seed(struct gen *g) { return g->n->hash_seed; }
+
+struct buf *gen_tmp(struct gen *g) { return &g->n->canon; }

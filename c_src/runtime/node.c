@@ -28,7 +28,6 @@
 #include "proto/hs.h"
 #include "base/log.h"
 #include "runtime/proc.h"
-#include "services/registry.h"
 #include "wire/tls.h"
 
 #define MAX_PEERS 65536
@@ -134,13 +133,13 @@ bool node_connect(struct node *n, struct peer *p)
         return true;
     if (n->stopping)
         return false;
-    if (n->nconns >= n->cfg->max_connections) {
+    if (n->wire.nconns >= n->cfg->max_connections) {
         LOGW("cannot connect to %s: --max-connections %u reached", p->name,
              n->cfg->max_connections);
         return false;
     }
     LOGD("connecting to %s", p->name);
-    return conn_connect(n, p) != NULL && p->conn != NULL;
+    return conn_connect(&n->wire, p->name, p) != NULL && p->conn != NULL;
 }
 
 /* --- identities --- */
@@ -175,16 +174,6 @@ void node_make_ref(struct node *n, struct eref *r)
     r->w[0] = (uint32_t)(c & 0x3FFFF);
     r->w[1] = (uint32_t)(c >> 18);
     r->w[2] = (uint32_t)(n->hash_seed >> 32); /* differs per node run */
-}
-
-bool eref_eq(const struct eref *a, const struct eref *b)
-{
-    if (a->node != b->node || a->creation != b->creation || a->len != b->len)
-        return false;
-    for (int i = 0; i < a->len; i++)
-        if (a->w[i] != b->w[i])
-            return false;
-    return true;
 }
 
 static bool intern(struct node *n, const char *name, uint32_t *idx)
@@ -688,6 +677,13 @@ void node_conn_up(struct node *n, struct conn *c)
     proc_peer_up(n, p);
 }
 
+static void on_conn_connecting(void *owner, struct conn *c)
+{
+    struct peer *p = c->peer;
+    p->conn = c;
+    p->up = false;
+}
+
 void node_conn_down(struct node *n, struct conn *c)
 {
     struct peer *p = c->peer;
@@ -701,6 +697,28 @@ void node_conn_down(struct node *n, struct conn *c)
     proc_peer_down(n, p);
     node_peer_release(n, p);
 }
+
+static void on_conn_up(void *owner, struct conn *c) { node_conn_up(owner, c); }
+static void on_conn_down(void *owner, struct conn *c) { node_conn_down(owner, c); }
+static void on_conn_status(void *owner, struct conn *c) { node_conn_status(owner, c); }
+static void on_conn_frame(void *owner, struct conn *c, const struct dist_msg *m)
+{
+    node_handle(owner, c->peer, m);
+}
+static void on_conn_auth_failed(void *owner, struct conn *c)
+{
+    node_auth_failed(owner, c->ip, c->addr);
+}
+
+/* What every connection of this node reports through (n->wire.ops). */
+static const struct conn_ops node_conn_ops = {
+    .connecting = on_conn_connecting,
+    .up = on_conn_up,
+    .down = on_conn_down,
+    .frame = on_conn_frame,
+    .status = on_conn_status,
+    .auth_failed = on_conn_auth_failed,
+};
 
 /* --- failed-handshake brake --- */
 
@@ -769,7 +787,7 @@ static void on_accept(struct loop *l, int fd, int ev, void *data)
             }
             return;
         }
-        if (n->stopping || n->nconns >= n->cfg->max_connections) {
+        if (n->stopping || n->wire.nconns >= n->cfg->max_connections) {
             LOGW("connection from %s refused: --max-connections %u reached",
                  inet_ntoa(sa.sin_addr), n->cfg->max_connections);
             close(cfd);
@@ -781,7 +799,7 @@ static void on_accept(struct loop *l, int fd, int ev, void *data)
         }
         char addr[80];
         snprintf(addr, sizeof addr, "%s:%u", inet_ntoa(sa.sin_addr), ntohs(sa.sin_port));
-        struct conn *c = conn_accept(n, cfd, addr);
+        struct conn *c = conn_accept(&n->wire, cfd, addr);
         if (c)
             c->ip = sa.sin_addr.s_addr;
     }
@@ -942,14 +960,14 @@ static void on_epmd(struct loop *l, int fd, int ev, void *data)
 static void before_sleep(struct loop *l, void *data)
 {
     struct node *n = data;
-    conn_flush_dirty(n);
-    conn_reap(n);
+    conn_flush_dirty(&n->wire);
+    conn_reap(&n->wire);
     node_peers_sweep(n);
 }
 
 /* Identity and tables, no I/O; shared by node_start and node_init_bare.
  * seed NULL: a random hash seed. */
-static int node_init_tables(struct node *n, struct config *cfg, struct loop *l,
+static int node_init_tables(struct node *n, const struct node_opts *cfg, struct loop *l,
                             const uint64_t *seed)
 {
     memset(n, 0, sizeof *n);
@@ -970,43 +988,48 @@ static int node_init_tables(struct node *n, struct config *cfg, struct loop *l,
     n->peer_hash_cap = 4096;
     n->peer_hash = calloc(n->peer_hash_cap, sizeof *n->peer_hash);
     n->procs = proc_table_new();
-    n->reg = reg_new(n->hash_seed);
-    if (!n->peers || !n->peer_hash || !n->procs || !n->reg)
+    if (!n->peers || !n->peer_hash || !n->procs)
         return 1;
+    struct conn_host *w = &n->wire;
+    w->loop = l;
+    w->ops = &node_conn_ops;
+    w->owner = n;
+    w->name = n->name;
+    w->cookie = cfg->cookie;
+    w->ticktime = cfg->ticktime;
+    w->setuptime_ms = cfg->setuptime_ms;
+    w->max_message_bytes = cfg->max_message_bytes;
+    w->max_out_bytes = cfg->max_out_bytes;
+    w->lim = &n->lim;
+    w->tls_verify_peer = cfg->tls_verify_peer;
     buf_reserve(&n->scratch, 64 * 1024);
     return 0;
 }
 
-static void node_spawn_system(struct node *n)
-{
-    uint32_t nk = proc_spawn(n, PK_NET_KERNEL, NULL);
-    proc_register(n, "net_kernel", nk);
-    n->registry_pid = proc_spawn(n, PK_REGISTRY, NULL);
-    proc_register(n, n->cfg->registry, n->registry_pid);
-}
-
-/* Test and fuzz seam: a node with its tables and system processes but no
- * listener, epmd or TLS.  Connections come from conn_new_up (conn.h). */
-int node_init_bare(struct node *n, struct config *cfg, struct loop *l, uint32_t creation,
-                   uint64_t seed)
+/* Test and fuzz seam: a node with its tables but no listener, epmd, TLS
+ * or processes.  Connections come from conn_new_up (conn.h). */
+int node_init_bare(struct node *n, const struct node_opts *cfg, struct loop *l,
+                   uint32_t creation, uint64_t seed)
 {
     if (node_init_tables(n, cfg, l, &seed) != 0)
         return 1;
-    n->creation = creation;
-    node_spawn_system(n);
+    n->creation = n->wire.creation = creation;
     return 0;
 }
 
-int node_start(struct node *n, struct config *cfg, struct loop *l)
+int node_start(struct node *n, const struct node_opts *cfg, struct loop *l)
 {
     if (node_init_tables(n, cfg, l, NULL) != 0)
         return 1;
     if (cfg->tls_cert) {
         char err[512];
-        if (tls_global_init(n, cfg, err, sizeof err) < 0) {
+        struct tls_opts to = {cfg->tls_cert, cfg->tls_key, cfg->tls_cacert, cfg->tls_verify_peer,
+                              cfg->tls_min_version};
+        if (tls_global_init(&n->wire, &to, err, sizeof err) < 0) {
             fprintf(stderr, "kv_cnode: %s\n", err);
             return 2;
         }
+        n->wire.tls = true;
     }
     /* Room for --max-connections sockets and a few more (listener, epmd,
      * signals, stdio): raise the soft fd limit towards the hard one. */
@@ -1038,8 +1061,8 @@ int node_start(struct node *n, struct config *cfg, struct loop *l)
         fprintf(stderr, "kv_cnode: cannot register with epmd on port %u\n", epmd_port_env());
         return 1;
     }
+    n->wire.creation = n->creation;
     loop_add_fd(l, n->epmd_fd, LOOP_READ, on_epmd, n);
-    node_spawn_system(n);
     loop_set_before_sleep(l, before_sleep, n);
     LOGI("node %s up on port %u (creation %u)", n->name, n->port, n->creation);
     for (int i = 0; i < cfg->nconnect; i++) {
@@ -1054,21 +1077,22 @@ void node_shutdown(struct node *n)
 {
     n->stopping = true;
     LOGI("shutting down");
-    /* buckets first, then the registry and net_kernel */
+    /* ordinary processes first (buckets), then the system ones (the
+     * registry, net_kernel) that watch them */
     struct proc_table *t = n->procs;
     for (uint32_t id = 0; id < t->n; id++)
-        if (t->v[id].kind == PK_BUCKET)
+        if (t->v[id].beh && !(proc_beh(n, &t->v[id])->flags & GEN_SYSTEM))
             proc_exit(n, id, R_SHUTDOWN);
     for (uint32_t id = 0; id < t->n; id++)
-        if (t->v[id].kind != PK_FREE)
+        if (t->v[id].beh)
             proc_exit(n, id, R_SHUTDOWN);
     /* Flush what watchers must be told, for up to a second. */
     uint64_t deadline = loop_clock_ms() + 1000;
     for (;;) {
-        conn_flush_dirty(n);
-        conn_reap(n);
+        conn_flush_dirty(&n->wire);
+        conn_reap(&n->wire);
         bool pending = false;
-        for (struct conn *c = n->conns; c; c = c->next)
+        for (struct conn *c = n->wire.conns; c; c = c->next)
             if (c->state == CS_UP && c->out.head) {
                 pending = true;
                 c->dirty = false;
@@ -1077,21 +1101,21 @@ void node_shutdown(struct node *n)
             break;
         struct pollfd pf[256];
         int np = 0;
-        for (struct conn *c = n->conns; c && np < 256; c = c->next)
+        for (struct conn *c = n->wire.conns; c && np < 256; c = c->next)
             if (c->state == CS_UP && c->out.head) {
                 pf[np].fd = c->fd;
                 pf[np].events = POLLOUT;
                 np++;
                 /* requeue for the next flush */
                 c->dirty = true;
-                c->dirty_next = n->dirty;
-                n->dirty = c;
+                c->dirty_next = n->wire.dirty;
+                n->wire.dirty = c;
             }
         poll(pf, (nfds_t)np, 50);
     }
-    while (n->conns)
-        conn_close(n->conns, NULL);
-    conn_reap(n);
+    while (n->wire.conns)
+        conn_close(n->wire.conns, NULL);
+    conn_reap(&n->wire);
     if (n->epmd_fd >= 0) {
         close(n->epmd_fd); /* epmd forgets us when this socket closes */
         n->epmd_fd = -1;
@@ -1112,11 +1136,10 @@ void node_free(struct node *n)
     }
     free(n->peers);
     free(n->peer_hash);
-    reg_free(n->reg);
     proc_table_free(n->procs);
     buf_free(&n->atom);
     buf_free(&n->scratch);
     buf_free(&n->canon);
     if (n->cfg && n->cfg->tls_cert)
-        tls_global_free(n);
+        tls_global_free(&n->wire);
 }

@@ -2,7 +2,9 @@
  * and routing of signals between connections and local processes.
  * Owns: struct node (the one context passed everywhere; no globals), the
  * peer table (remote node names, interned only after a peer is proven or
- * when we must reach it), pid/ref minting and encoding. */
+ * when we must reach it), pid/ref minting and encoding, and the callbacks
+ * its connections report through (conn.h's struct conn_ops).  Names no
+ * service: what runs here is spawned from the top (main.c, app.c). */
 #ifndef KV_NODE_H
 #define KV_NODE_H
 
@@ -10,27 +12,38 @@
 #include <stdint.h>
 
 #include "base/buf.h"
-#include "config.h"
 #include "proto/ext.h"
 #include "base/loop.h"
 #include "proto/term.h"
+#include "runtime/pid.h"
+#include "wire/conn.h"
 
 struct conn;
 struct mon;
 struct lnk;
 struct proc_table;
-struct reg;
 
-/* A pid anywhere: node is a peer index (0 = this node). */
-struct epid {
-    uint32_t node, id, serial, creation;
-};
+#define NODE_MAX_CONNECT 64
 
-/* A reference anywhere. */
-struct eref {
-    uint32_t node, creation;
-    uint8_t len;
-    uint32_t w[5];
+/* The runtime's options (config.c fills them from the command line). */
+struct node_opts {
+    char name[256];      /* full node name alive@host */
+    char alive[256];     /* part before '@' */
+    int longnames;
+    char cookie[256];
+    unsigned port;       /* 0 = any */
+    unsigned ticktime;   /* seconds */
+    unsigned setuptime_ms;
+    const char *connect[NODE_MAX_CONNECT];
+    int nconnect;
+    uint64_t max_message_bytes;
+    uint64_t max_out_bytes;
+    unsigned max_connections;
+    unsigned max_depth;
+    /* TLS (issue 4) */
+    const char *tls_cert, *tls_key, *tls_cacert;
+    int tls_verify_peer;
+    int tls_min_version; /* 12 or 13 */
 };
 
 /* A remote node we know by name.  Never freed: the table is capped. */
@@ -63,7 +76,7 @@ struct failrec {
 };
 
 struct node {
-    struct config *cfg;
+    const struct node_opts *cfg;
     struct loop *loop;
     char name[256];
     struct buf atom;        /* owned: our node name as an atom */
@@ -79,30 +92,26 @@ struct node {
     struct peer *last_peer; /* cache for decoding pids from the same node */
     struct peer **peer_hash;
     uint32_t peer_hash_cap;
-    struct conn *conns;     /* every connection, any state */
-    uint32_t nconns;
-    struct conn *dirty;     /* connections with output to flush this turn */
-    struct conn *dead;      /* closed this turn; freed before sleeping */
+    struct conn_host wire;  /* the connections (conn.h), reporting to us */
     struct proc_table *procs;
-    struct reg *reg;
-    uint32_t registry_pid;  /* local pid id of the registry process */
     uint64_t ref_ctr;
     uint64_t hash_seed;
     struct term_limits lim;
     struct buf scratch;     /* reused for replies; never shrinks below 64 KiB */
     struct buf canon;       /* reused for canonical names and keys */
-    void *tls_ctx;          /* SSL_CTX when TLS is on */
     bool stopping;
     int exit_code;
     struct failrec fails[NODE_FAIL_SLOTS];
 };
 
-/* Set up (listen, register with epmd, start processes); 0 or exit code. */
-int node_start(struct node *n, struct config *cfg, struct loop *l);
-/* Test and fuzz seam: tables, identity (name from cfg) and the system
- * processes, with a fixed hash seed; no listener, epmd or TLS.  0 or 1. */
-int node_init_bare(struct node *n, struct config *cfg, struct loop *l, uint32_t creation,
-                   uint64_t seed);
+/* Set up (listen, register with epmd, connect --connect peers); 0 or exit
+ * code.  No process runs yet: the caller spawns its services next, before
+ * the loop runs (so before any frame can arrive). */
+int node_start(struct node *n, const struct node_opts *cfg, struct loop *l);
+/* Test and fuzz seam: tables and identity (name from cfg) with a fixed
+ * hash seed; no listener, epmd or TLS.  0 or 1. */
+int node_init_bare(struct node *n, const struct node_opts *cfg, struct loop *l,
+                   uint32_t creation, uint64_t seed);
 /* Orderly shutdown: processes end with `shutdown`, watchers told, output
  * flushed, connections closed, epmd unregistered. */
 void node_shutdown(struct node *n);
@@ -138,12 +147,6 @@ void node_make_ref(struct node *n, struct eref *r);
 /* Read a pid/ref off the wire; the node name is interned (capped). */
 bool node_get_pid(struct node *n, struct cur *c, struct epid *p);
 bool node_get_ref(struct node *n, struct cur *c, struct eref *r);
-bool eref_eq(const struct eref *a, const struct eref *b);
-static inline bool epid_eq(const struct epid *a, const struct epid *b)
-{
-    return a->node == b->node && a->id == b->id && a->serial == b->serial &&
-           a->creation == b->creation;
-}
 
 /* Outgoing signals.  The frame goes to the connection of the target's node
  * (connecting on demand); dropped silently when that node cannot be
@@ -164,10 +167,11 @@ void node_send_exit(struct node *n, struct peer *p, const struct epid *from,
 void node_send_unlink_ack(struct node *n, struct peer *p, uint64_t id, const struct epid *from,
                           const struct epid *to);
 
-/* From conn.c: a decoded frame arrived from an authenticated peer. */
+/* A decoded frame arrived from an authenticated peer (conn_ops.frame). */
 struct dist_msg;
 void node_handle(struct node *n, struct peer *p, const struct dist_msg *m);
-/* From conn.c: connection state changes. */
+/* Connection state changes (conn_ops.up, .down, .status, .auth_failed:
+ * node.c's table given to every connection through n->wire). */
 void node_conn_up(struct node *n, struct conn *c);
 /* Cookie brute-force brake: after NODE_FAIL_LIMIT wrong digests from one
  * address within the window, that address gets one handshake per second. */

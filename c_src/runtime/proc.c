@@ -5,15 +5,11 @@
 #include "runtime/proc.h"
 
 #include <stdio.h>
-#include "proto/hs.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/bucket.h"
-#include "runtime/gen.h"
 #include "base/log.h"
-#include "services/registry.h"
 
 static const uint8_t a_normal[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
 static const uint8_t a_killed[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};
@@ -74,13 +70,28 @@ void proc_table_free(struct proc_table *t)
     free(t);
 }
 
-uint32_t proc_spawn(struct node *n, enum proc_kind kind, void *state)
+/* The behaviour's index + 1 in the table (a process slot keeps a byte). */
+static uint8_t beh_index(struct proc_table *t, const struct behaviour *b)
+{
+    for (uint32_t i = 0; i < t->nbehs; i++)
+        if (t->behs[i] == b)
+            return (uint8_t)(i + 1);
+    if (t->nbehs == PROC_MAX_BEHS)
+        return 0;
+    t->behs[t->nbehs++] = b;
+    return (uint8_t)t->nbehs;
+}
+
+uint32_t proc_spawn(struct node *n, const struct behaviour *b, void *arg)
 {
     struct proc_table *t = n->procs;
+    uint8_t bi = beh_index(t, b);
+    if (!bi)
+        return PROC_NONE;
     uint32_t id;
     if (t->free_head != PROC_NONE) {
         id = t->free_head;
-        t->free_head = t->v[id].reg_slot;
+        t->free_head = t->v[id].watcher;
     } else {
         if (t->n == t->cap) {
             uint32_t cap = t->cap ? t->cap * 2 : 1024;
@@ -99,17 +110,31 @@ uint32_t proc_spawn(struct node *n, enum proc_kind kind, void *state)
     uint32_t serial = p->serial;
     memset(p, 0, sizeof *p);
     p->serial = serial;
-    p->kind = (uint8_t)kind;
-    p->reg_slot = PROC_NONE;
-    p->state = state;
+    p->beh = bi;
     t->live++;
+    if (b->init) {
+        struct gen g = {n, id, NULL};
+        bool ok = b->init(&g, arg);
+        p = &t->v[id]; /* init may spawn: the table may have moved */
+        p->state = g.state;
+        if (!ok) {
+            /* never started: nobody can know its pid yet */
+            p->state = NULL;
+            p->beh = 0;
+            p->serial++;
+            p->watcher = t->free_head;
+            t->free_head = id;
+            t->live--;
+            return PROC_NONE;
+        }
+    }
     return id;
 }
 
 struct proc *proc_by_id(struct node *n, uint32_t id)
 {
     struct proc_table *t = n->procs;
-    if (id >= t->n || t->v[id].kind == PK_FREE)
+    if (id >= t->n || t->v[id].beh == 0)
         return NULL;
     return &t->v[id];
 }
@@ -327,14 +352,65 @@ void lnk_remove(struct node *n, struct lnk *l)
 
 /* --- ending --- */
 
-/* Call after mon_remove with a copy of the record: the registry may make
+/* Give local process id a DOWN or EXIT message: the term in the BEAM's
+ * shape, and the decoded view beside it.  Runs the watcher's handle_info
+ * now, so a watcher has acted on it before the loop turn ends (and before
+ * anything queued this turn leaves the node). */
+static void deliver_sig(struct node *n, uint32_t id, struct gen_sig *sig)
+{
+    struct proc *w = proc_by_id(n, id);
+    if (!w || w->exiting)
+        return;
+    const struct behaviour *b = proc_beh(n, w);
+    if (!b->handle_info)
+        return;
+    struct buf msg;
+    buf_init(&msg);
+    bool ok;
+    if (sig->kind == GEN_SIG_DOWN) {
+        ok = ext_put_tuple(&msg, 5) && ext_put_atomz(&msg, "DOWN") &&
+             node_put_ref(n, &msg, &sig->ref) && ext_put_atomz(&msg, "process") &&
+             node_put_pid(n, &msg, &sig->pid);
+    } else {
+        ok = ext_put_tuple(&msg, 3) && ext_put_atomz(&msg, "EXIT") &&
+             node_put_pid(n, &msg, &sig->pid);
+    }
+    ok = ok && buf_put(&msg, sig->reason.p, sig->reason.n);
+    /* Unencodable (cannot happen while the peer is known): the view alone. */
+    struct span m = {ok ? msg.data : NULL, ok ? msg.len : 0};
+    uint32_t serial = w->serial;
+    struct gen g = {n, id, w->state};
+    struct span stop = {0};
+    enum gen_result r = b->handle_info(&g, m, sig, &stop);
+    w = &n->procs->v[id];
+    if (w->beh && w->serial == serial && !w->exiting) {
+        w->state = g.state;
+        if (r == GEN_STOP)
+            proc_exit(n, id, stop);
+    }
+    buf_free(&msg);
+}
+
+/* Call after mon_remove with a copy of the record: the watcher may make
  * and drop monitors while handling it. */
 static void deliver_down(struct node *n, const struct mon *m, struct span reason)
 {
-    /* The only local watcher is the registry. */
-    struct proc *w = proc_by_id(n, m->watcher.id);
-    if (w && w->kind == PK_REGISTRY && !w->exiting)
-        registry_on_down(n, m->tag, &m->ref, reason);
+    struct gen_sig sig = {GEN_SIG_DOWN, m->ref, m->target, reason, m->tag};
+    deliver_sig(n, m->watcher.id, &sig);
+}
+
+/* The reference of the monitor a spawn keeps in the child's slot: made
+ * from the child's id and serial, so it needs no storage, and never equal
+ * to one node_make_ref mints (their third word is seed >> 32). */
+static void spawn_ref(struct node *n, uint32_t id, uint32_t serial, struct eref *r)
+{
+    r->node = 0;
+    r->creation = n->creation;
+    r->len = 3;
+    memset(r->w, 0, sizeof r->w);
+    r->w[0] = id & 0x3FFFF;
+    r->w[1] = serial;
+    r->w[2] = (uint32_t)(n->hash_seed >> 32) ^ 0x80000000u ^ (id >> 18);
 }
 
 void proc_exit(struct node *n, uint32_t id, struct span reason)
@@ -346,15 +422,28 @@ void proc_exit(struct node *n, uint32_t id, struct span reason)
     p->exiting = 1;
     struct epid self;
     proc_pid(n, id, &self);
-    /* 1. Leave the registry before any DOWN, EXIT or reply leaves the node. */
-    if (p->kind == PK_BUCKET && p->reg_slot != PROC_NONE)
-        registry_drop_bucket(n, p->reg_slot, id);
-    if (p->kind == PK_REGISTRY)
-        registry_on_exit(n);
-    /* 2. Unregister. */
+    /* 1. The behaviour's terminate frees its state. */
+    const struct behaviour *b = proc_beh(n, p);
+    if (b->terminate) {
+        struct gen g = {n, id, p->state};
+        b->terminate(&g, reason);
+        p = &t->v[id];
+    }
+    p->state = NULL;
+    /* 2. The spawner hears first (a registry drops the name here), before
+     * any DOWN, EXIT or reply can leave the node. */
+    if (p->watcher) {
+        struct gen_sig sig = {GEN_SIG_DOWN, {0}, self, reason, p->wtag};
+        spawn_ref(n, id, p->serial, &sig.ref);
+        uint32_t w = p->watcher - 1;
+        p->watcher = 0;
+        deliver_sig(n, w, &sig);
+        p = &t->v[id];
+    }
+    /* 3. Unregister. */
     if (p->name)
         t->names[p->name - 1].id = PROC_NONE;
-    /* 3. Monitors on this process fire. */
+    /* 4. Monitors on this process fire. */
     while (p->mons) {
         struct mon *m = p->mons;
         if (m->peer) {
@@ -368,7 +457,7 @@ void proc_exit(struct node *n, uint32_t id, struct span reason)
         }
         p = &t->v[id]; /* the table may have moved */
     }
-    /* 4. Linked processes get an exit signal. */
+    /* 5. Linked processes get an exit signal. */
     while (p->links) {
         struct lnk *l = p->links;
         struct epid other = l->other;
@@ -380,16 +469,22 @@ void proc_exit(struct node *n, uint32_t id, struct span reason)
             proc_exit_signal(n, other.id, &self, reason, true);
         p = &t->v[id];
     }
-    /* 5. Free state and the slot. */
-    if (p->kind == PK_BUCKET)
-        bucket_free(p->state);
-    p->state = NULL;
-    p->kind = PK_FREE;
+    /* 6. Free the slot. */
+    p->beh = 0;
     p->exiting = 0;
     p->serial++;
-    p->reg_slot = t->free_head;
+    p->watcher = t->free_head;
     t->free_head = id;
     t->live--;
+}
+
+void proc_spawn_monitor(struct node *n, uint32_t child, uint32_t watcher, uint32_t tag)
+{
+    struct proc *p = proc_by_id(n, child);
+    if (!p)
+        return;
+    p->watcher = watcher == PROC_NONE ? 0 : watcher + 1;
+    p->wtag = tag;
 }
 
 void proc_exit_signal(struct node *n, uint32_t id, const struct epid *from, struct span reason,
@@ -405,15 +500,25 @@ void proc_exit_signal(struct node *n, uint32_t id, const struct epid *from, stru
         lnk_remove(n, l);
     }
     bool is_kill = !from_link && reason_is(reason, "kill");
-    if (p->kind == PK_NET_KERNEL || (p->kind == PK_REGISTRY && !n->stopping)) {
-        /* System processes trap exits, as net_kernel and a supervised
-         * registry would; a kill is logged and refused so the node stays
-         * usable. */
-        LOGI("exit signal to %s ignored", p->kind == PK_NET_KERNEL ? "net_kernel" : "the registry");
+    const struct behaviour *b = proc_beh(n, p);
+    if ((b->flags & GEN_SYSTEM) && !n->stopping && is_kill) {
+        /* A system process (net_kernel, a node-wide registry) outlives a
+         * kill here, as it would under its supervisor: the node stays
+         * usable.  Logged and refused. */
+        LOGI("exit signal to %s ignored", b->name);
         return;
     }
     if (is_kill) {
         proc_exit(n, id, R_KILLED);
+        return;
+    }
+    if (b->flags & GEN_TRAP_EXIT) {
+        struct gen_sig sig = {GEN_SIG_EXIT, {0}, *from, reason, 0};
+        deliver_sig(n, id, &sig);
+        return;
+    }
+    if ((b->flags & GEN_SYSTEM) && !n->stopping) {
+        LOGI("exit signal to %s ignored", b->name);
         return;
     }
     if (reason_is(reason, "normal") && !(from->node == 0 && from->id == id))

@@ -2,8 +2,9 @@
  * monitors and links, exit signals, DOWN/EXIT emission and the cleanup when
  * a peer's connection is lost.
  * Owns: struct proc slots (pid = <index, serial>), struct mon and struct lnk
- * records and the monitor-by-reference hash.  A behaviour's own state is
- * owned by the behaviour (freed through proc_kind's destructor). */
+ * records and the monitor-by-reference hash, the behaviours in use.  A
+ * process's state is its behaviour's (freed by the behaviour's terminate);
+ * everything here calls a behaviour only through struct behaviour (gen.h). */
 #ifndef KV_PROC_H
 #define KV_PROC_H
 
@@ -11,20 +12,20 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "runtime/gen.h"
 #include "runtime/node.h"
-
-enum proc_kind { PK_FREE = 0, PK_NET_KERNEL, PK_REGISTRY, PK_BUCKET };
 
 #define PROC_NONE UINT32_MAX
 
-/* 40 bytes: a million buckets cost 40 MB of slots here. */
+/* 40 bytes (the behaviour is a one-byte index, not a pointer): a million buckets cost 40 MB of slots here. */
 struct proc {
     uint32_t serial;
-    uint8_t kind;
+    uint8_t beh;        /* index + 1 in proc_table.behs; 0 = free slot */
     uint8_t exiting;
     uint16_t name;      /* registered-name index + 1, 0 = none */
-    uint32_t reg_slot;  /* bucket: its registry entry (PROC_NONE if none);
+    uint32_t watcher;   /* spawn monitor: the spawner's id + 1, 0 = none;
                            free slot: next free index */
+    uint32_t wtag;      /* spawn monitor: the spawner's tag */
     void *state;        /* behaviour state, owned by the behaviour */
     struct mon *mons;   /* monitors whose target is this process */
     struct lnk *links;
@@ -52,6 +53,7 @@ struct lnk {
 };
 
 #define PROC_MAX_NAMES 16
+#define PROC_MAX_BEHS 32
 
 struct proc_table {
     struct proc *v;
@@ -64,15 +66,19 @@ struct proc_table {
     uint32_t mh_cap, mh_count;
     struct mon *mon_free;  /* recycled records: calls monitor and demonitor
                               each time, so no malloc per call */
+    const struct behaviour *behs[PROC_MAX_BEHS];
+    uint32_t nbehs;
 };
-
-/* Well-known exit reasons, encoded as atoms (no 131). */
-extern const struct span R_NORMAL, R_KILLED, R_KILL, R_NOPROC, R_NOCONNECTION, R_SHUTDOWN;
 
 struct proc_table *proc_table_new(void);
 void proc_table_free(struct proc_table *t);
 
-uint32_t proc_spawn(struct node *n, enum proc_kind kind, void *state);
+/* Spawn b (b->init(arg) runs at once); PROC_NONE when not started. */
+uint32_t proc_spawn(struct node *n, const struct behaviour *b, void *arg);
+static inline const struct behaviour *proc_beh(const struct node *n, const struct proc *p)
+{
+    return n->procs->behs[p->beh - 1];
+}
 /* The live process for a pid of this node, or NULL. */
 struct proc *proc_get(struct node *n, const struct epid *pid);
 struct proc *proc_by_id(struct node *n, uint32_t id);
@@ -82,9 +88,13 @@ int proc_register(struct node *n, const char *name, uint32_t id);
 uint32_t proc_whereis(struct node *n, const char *name);
 const char *proc_name_of(struct node *n, int idx);
 
-/* End a process: registry entry first, then DOWN/EXIT to every watcher and
- * linked process, then its state is freed and its slot recycled. */
+/* End a process: its terminate first (it frees the state), then DOWN to
+ * its spawner, then DOWN/EXIT to every watcher and linked process, then its
+ * slot is recycled.  Local watchers get their DOWN in this call, so a
+ * registry entry is gone before any signal or reply leaves the node. */
 void proc_exit(struct node *n, uint32_t id, struct span reason);
+/* child's spawner watcher (PROC_NONE: none) gets DOWN with tag when it ends. */
+void proc_spawn_monitor(struct node *n, uint32_t child, uint32_t watcher, uint32_t tag);
 /* An exit signal arrived (exit/2 or a broken link): apply BEAM rules. */
 void proc_exit_signal(struct node *n, uint32_t id, const struct epid *from, struct span reason,
                       bool from_link);

@@ -1,4 +1,4 @@
-/* bucket.c - the bucket behaviour (see bucket.h).  One malloc per stored
+/* bucket.c - the bucket service (see bucket.h).  One malloc per stored
  * key/value: [klen:32][vlen:32][key][value]; the index is open addressing
  * with linear probing over {hash, record} pairs, backward-shift deletion. */
 #include "services/bucket.h"
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "runtime/proc.h"
+#include "proto/ext.h"
 #include "proto/term.h"
 
 struct bent {
@@ -155,13 +155,14 @@ void bucket_free(void *p)
 
 /* --- behaviour --- */
 
-static bool canon_key(struct node *n, struct span t, struct span *out)
+static bool canon_key(struct gen *g, struct span t, struct span *out)
 {
-    buf_reset(&n->canon);
-    if (!term_canon(t.p, t.n, &n->canon))
+    struct buf *b = gen_tmp(g);
+    buf_reset(b);
+    if (!term_canon(t.p, t.n, b))
         return false;
-    out->p = n->canon.data;
-    out->n = n->canon.len;
+    out->p = b->data;
+    out->n = b->len;
     return true;
 }
 
@@ -186,15 +187,15 @@ static bool put_keys(const struct bucket *b, struct buf *out)
     return ext_put_nil(out);
 }
 
-enum gen_result bucket_call(struct node *n, uint32_t id, struct cur req, struct buf *out,
-                            struct span *stop)
+/* The state is the struct bucket, NULL until the first put. */
+static enum gen_result bucket_call(struct gen *g, struct cur req, struct buf *out,
+                                   struct span *stop)
 {
-    struct proc *p = proc_by_id(n, id);
     struct cur c = req;
     uint32_t ar;
     struct span kt, key, val;
     if (ext_atom_eq(&c, "keys"))
-        return put_keys(p->state, out) ? GEN_REPLY : GEN_NOREPLY;
+        return put_keys(g->state, out) ? GEN_REPLY : GEN_NOREPLY;
     if (!ext_get_tuple(&c, &ar) || ar < 2 || ar > 3)
         return unknown(out);
     bool get = ar == 2 && ext_atom_eq(&c, "get");
@@ -203,25 +204,26 @@ enum gen_result bucket_call(struct node *n, uint32_t id, struct cur req, struct 
     if (!get && !del && !put)
         return unknown(out);
     ext_skip(&c, NULL);
-    if (!ext_skip(&c, &kt) || !canon_key(n, kt, &key))
+    if (!ext_skip(&c, &kt) || !canon_key(g, kt, &key))
         return unknown(out);
+    uint64_t seed = gen_seed(g);
     if (get) {
         size_t vlen;
-        const uint8_t *v = bucket_get(p->state, key.p, key.n, n->hash_seed, &vlen);
+        const uint8_t *v = bucket_get(g->state, key.p, key.n, seed, &vlen);
         bool ok = v ? buf_put(out, v, vlen) : ext_put_atomz(out, "nil");
         return ok ? GEN_REPLY : GEN_NOREPLY;
     }
     if (del) {
         const uint8_t *v;
         size_t vlen;
-        void *rec = bucket_take(p->state, key.p, key.n, n->hash_seed, &v, &vlen);
+        void *rec = bucket_take(g->state, key.p, key.n, seed, &v, &vlen);
         bool ok = rec ? buf_put(out, v, vlen) : ext_put_atomz(out, "nil");
         bucket_rec_free(rec);
         return ok ? GEN_REPLY : GEN_NOREPLY;
     }
     if (!ext_skip(&c, &val))
         return unknown(out);
-    if (!bucket_put((struct bucket **)&p->state, key.p, key.n, val.p, val.n, n->hash_seed))
+    if (!bucket_put((struct bucket **)&g->state, key.p, key.n, val.p, val.n, seed))
         return ext_put_tuple(out, 2) && ext_put_atomz(out, "error") &&
                        ext_put_atomz(out, "enomem")
                    ? GEN_REPLY
@@ -230,27 +232,33 @@ enum gen_result bucket_call(struct node *n, uint32_t id, struct cur req, struct 
     return ext_put_atomz(out, "ok") ? GEN_REPLY : GEN_NOREPLY;
 }
 
-void bucket_cast(struct node *n, uint32_t id, struct cur req)
+static enum gen_result bucket_cast(struct gen *g, struct cur req, struct span *stop)
 {
-    struct proc *p = proc_by_id(n, id);
     struct cur c = req;
     uint32_t ar;
     struct span kt, key, val;
     if (!ext_get_tuple(&c, &ar) || ar != 3 || !ext_atom_eq(&c, "put")) {
         LOGD("bucket: unknown cast ignored");
-        return;
+        return GEN_NOREPLY;
     }
     ext_skip(&c, NULL);
-    if (!ext_skip(&c, &kt) || !ext_skip(&c, &val) || !canon_key(n, kt, &key))
-        return;
-    if (!bucket_put((struct bucket **)&p->state, key.p, key.n, val.p, val.n, n->hash_seed))
+    if (!ext_skip(&c, &kt) || !ext_skip(&c, &val) || !canon_key(g, kt, &key))
+        return GEN_NOREPLY;
+    if (!bucket_put((struct bucket **)&g->state, key.p, key.n, val.p, val.n, gen_seed(g)))
         LOGW("bucket: out of memory storing a value");
+    return GEN_NOREPLY;
+}
+
+static void bucket_terminate(struct gen *g, struct span reason)
+{
+    bucket_free(g->state);
+    g->state = NULL;
 }
 
 /* sys:get_state -> the contents as a map. */
-bool bucket_state(struct node *n, const void *bp, struct buf *out)
+static bool bucket_state(struct gen *g, struct buf *out)
 {
-    const struct bucket *b = bp;
+    const struct bucket *b = g->state;
     if (!buf_put_u8(out, 't') || !buf_put_n32(out, bucket_count(b)))
         return false;
     for (uint32_t i = 0; b && i < b->cap; i++) {
@@ -260,3 +268,11 @@ bool bucket_state(struct node *n, const void *bp, struct buf *out)
     }
     return true;
 }
+
+const struct behaviour bucket_behaviour = {
+    .name = "a bucket",
+    .handle_call = bucket_call,
+    .handle_cast = bucket_cast,
+    .terminate = bucket_terminate,
+    .get_state = bucket_state,
+};

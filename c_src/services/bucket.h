@@ -1,4 +1,4 @@
-/* bucket.h - the bucket behaviour: canonical key -> value bytes.
+/* bucket.h - the bucket service: canonical key -> value bytes.
  * Owns: struct bucket (allocated on the first put; an empty bucket costs
  * nothing beyond its process slot) and every key/value record in it.
  * Values are kept byte-exact as received; keys by canonical encoding. */
@@ -10,7 +10,6 @@
 
 #include "base/buf.h"
 #include "runtime/gen.h"
-#include "runtime/node.h"
 
 struct bucket;
 
@@ -28,10 +27,7 @@ void bucket_rec_free(void *rec);
 uint32_t bucket_count(const struct bucket *b);
 void bucket_free(void *b);
 
-/* Behaviour. */
-enum gen_result bucket_call(struct node *n, uint32_t id, struct cur req, struct buf *out,
-                            struct span *stop);
-void bucket_cast(struct node *n, uint32_t id, struct cur req);
-bool bucket_state(struct node *n, const void *b, struct buf *out);
+/* A bucket process (the registry spawns them; state: struct bucket). */
+extern const struct behaviour bucket_behaviour;
 
 #endif

@@ -9,8 +9,7 @@
 
 #include "services/bucket.h"
 #include "base/log.h"
-#include "runtime/proc.h"
-#include "proto/hs.h"
+#include "proto/ext.h"
 #include "proto/term.h"
 
 /* --- pure table --- */
@@ -46,6 +45,7 @@ void reg_free(struct reg *r)
         ent_clear_name(&r->ents[i]);
     free(r->ents);
     free(r->tab);
+    buf_free(&r->canon);
     free(r);
 }
 
@@ -173,20 +173,20 @@ done:
 
 /* --- behaviour --- */
 
-/* Canonical bytes of a name term, in n's reusable buffer. */
-static bool canon_name(struct node *n, struct span t, struct span *out)
+/* Canonical bytes of a name term, in the registry's reusable buffer. */
+static bool canon_name(struct reg *r, struct span t, struct span *out)
 {
-    buf_reset(&n->canon);
-    if (!term_canon(t.p, t.n, &n->canon))
+    buf_reset(&r->canon);
+    if (!term_canon(t.p, t.n, &r->canon))
         return false;
-    out->p = n->canon.data;
-    out->n = n->canon.len;
+    out->p = r->canon.data;
+    out->n = r->canon.len;
     return true;
 }
 
-static bool put_ok_pid(struct node *n, struct buf *out, const struct epid *pid)
+static bool put_ok_pid(struct gen *g, struct buf *out, const struct epid *pid)
 {
-    return ext_put_tuple(out, 2) && ext_put_atomz(out, "ok") && node_put_pid(n, out, pid);
+    return ext_put_tuple(out, 2) && ext_put_atomz(out, "ok") && gen_put_pid(g, out, pid);
 }
 
 static bool put_error(struct buf *out, const char *what)
@@ -194,117 +194,81 @@ static bool put_error(struct buf *out, const char *what)
     return ext_put_tuple(out, 2) && ext_put_atomz(out, "error") && ext_put_atomz(out, what);
 }
 
-/* Start a bucket for a name known to be absent.  false on exhaustion. */
-static bool create_bucket(struct node *n, struct span name, struct epid *pid)
+/* Start a bucket for a name known to be absent, watched through its spawn
+ * monitor (tagged with its slot).  false on exhaustion. */
+static bool create_bucket(struct gen *g, struct span name, struct epid *pid)
 {
-    uint32_t id = proc_spawn(n, PK_BUCKET, NULL);
-    if (id == PROC_NONE)
+    struct reg *r = g->state;
+    if (gen_spawn(g, &bucket_behaviour, NULL, pid) == GEN_NONE)
         return false;
-    proc_pid(n, id, pid);
-    uint32_t slot = reg_add(n->reg, name.p, name.n, pid);
+    uint32_t slot = reg_add(r, name.p, name.n, pid);
     if (slot == REG_NONE) {
-        proc_exit(n, id, R_NORMAL);
+        gen_exit(g, pid, R_NORMAL);
         return false;
     }
-    proc_by_id(n, id)->reg_slot = slot;
+    /* its exit tells us (DOWN) before anything about it leaves the node */
+    gen_monitor_child(g, pid, slot);
     return true;
 }
 
-static void forget_monitor(struct node *n, struct reg_ent *e)
+static void forget_monitor(struct gen *g, struct reg_ent *e)
 {
-    struct mon *m = e->mon;
-    if (!m)
+    if (!e->mon)
         return;
-    if (m->peer && m->sent && m->peer->up)
-        node_send_demonitor_p(n, m->peer, &m->watcher, &m->target, &m->ref);
-    mon_remove(n, m);
+    gen_demonitor(g, e->mon);
     e->mon = NULL;
 }
 
-/* Monitor pid on behalf of the registry; the entry at slot owns the
- * monitor.  A dead local pid gets no entry (noproc at once). */
-static bool watch(struct node *n, uint32_t slot, const struct epid *pid)
-{
-    struct mon *m = mon_alloc(n);
-    if (!m)
-        return false;
-    node_make_ref(n, &m->ref);
-    proc_pid(n, n->registry_pid, &m->watcher);
-    m->target = *pid;
-    m->tag = slot;
-    if (pid->node == 0) {
-        m->local_target = true;
-    } else {
-        m->peer = node_peer(n, pid->node);
-        if (!m->peer) {
-            mon_remove(n, m);
-            return false;
-        }
-    }
-    mon_insert(n, m);
-    n->reg->ents[slot].mon = m;
-    struct peer *p = m->peer;
-    if (p && p->up) {
-        if (node_peer_takes_monitors(p)) {
-            m->sent = true;
-            node_send_monitor_p(n, p, &m->watcher, &m->target, &m->ref);
-        }
-    } else if (p && !p->conn && !node_connect(n, p)) {
-        /* Unreachable.  A connect that failed at once already fired the
-         * monitor (noconnection) and removed the name; otherwise fire it
-         * here.  Either way m must not be touched after this. */
-        if (n->reg->ents[slot].len != UINT32_MAX && n->reg->ents[slot].mon == m)
-            mon_fire(n, m, R_NOCONNECTION);
-    }
-    return true;
-}
-
-static enum gen_result call_register(struct node *n, struct span name, struct cur *c,
+static enum gen_result call_register(struct gen *g, struct span name, struct cur *c,
                                      struct buf *out)
 {
+    struct reg *r = g->state;
     struct epid pid;
-    if (!node_get_pid(n, c, &pid)) /* not a pid: not a call we know */
+    if (!gen_get_pid(g, c, &pid)) /* not a pid: not a call we know */
         return put_error(out, "unknown_call") ? GEN_REPLY : GEN_NOREPLY;
-    uint32_t slot = reg_find(n->reg, name.p, name.n);
+    uint32_t slot = reg_find(r, name.p, name.n);
     if (slot != REG_NONE) {
-        const struct epid *cur = &n->reg->ents[slot].pid;
+        const struct epid *cur = &r->ents[slot].pid;
         ext_put_tuple(out, 2);
         ext_put_atomz(out, "error");
         ext_put_tuple(out, 2);
         ext_put_atomz(out, "already_registered");
-        node_put_pid(n, out, cur);
+        gen_put_pid(g, out, cur);
         return GEN_REPLY;
     }
-    if (pid.node == 0 && !proc_get(n, &pid))
+    if (!gen_alive(g, &pid))
         return ext_put_atomz(out, "ok") ? GEN_REPLY : GEN_NOREPLY; /* dead: DOWN at once */
-    slot = reg_add(n->reg, name.p, name.n, &pid);
+    slot = reg_add(r, name.p, name.n, &pid);
     if (slot == REG_NONE)
         return put_error(out, "system_limit") ? GEN_REPLY : GEN_NOREPLY;
-    if (!watch(n, slot, &pid))
-        reg_del(n->reg, slot);
+    /* The entry holds the monitor before anything can fire: an unreachable
+     * node's DOWN (noconnection) may come back before gen_monitor returns,
+     * and removes the name through handle_info. */
+    if (!gen_monitor(g, &pid, slot, &r->ents[slot].mon))
+        reg_del(r, slot);
     return ext_put_atomz(out, "ok") ? GEN_REPLY : GEN_NOREPLY;
 }
 
-static void unregister_slot(struct node *n, uint32_t slot)
+static void unregister_slot(struct gen *g, uint32_t slot)
 {
-    struct reg_ent *e = &n->reg->ents[slot];
-    if (e->mon) {
-        forget_monitor(n, e);
-    } else if (e->pid.node == 0) {
-        struct proc *b = proc_by_id(n, e->pid.id);
-        if (b && b->kind == PK_BUCKET && b->reg_slot == slot)
-            b->reg_slot = PROC_NONE;
-    }
-    reg_del(n->reg, slot);
+    struct reg *r = g->state;
+    struct reg_ent *e = &r->ents[slot];
+    if (e->mon)
+        forget_monitor(g, e);
+    else if (e->pid.node == 0)
+        gen_demonitor_child(g, &e->pid); /* a bucket we own lives on, unnamed */
+    reg_del(r, slot);
 }
 
-enum gen_result registry_call(struct node *n, uint32_t id, struct cur req, struct buf *out)
+static enum gen_result registry_call(struct gen *g, struct cur req, struct buf *out,
+                                     struct span *stop)
 {
+    struct reg *r = g->state;
     uint32_t ar;
     struct span nm, name;
     struct cur c = req;
     if (ext_atom_eq(&c, "count"))
-        return ext_put_int(out, n->reg->count) ? GEN_REPLY : GEN_NOREPLY;
+        return ext_put_int(out, r->count) ? GEN_REPLY : GEN_NOREPLY;
     if (!ext_get_tuple(&c, &ar) || ar < 2 || ar > 3)
         goto unknown;
     bool lookup = ext_atom_eq(&c, "lookup"), create = ext_atom_eq(&c, "create");
@@ -312,61 +276,108 @@ enum gen_result registry_call(struct node *n, uint32_t id, struct cur req, struc
     if (!(((lookup || create || unreg) && ar == 2) || (reg && ar == 3)))
         goto unknown;
     ext_skip(&c, NULL);
-    if (!ext_skip(&c, &nm) || !canon_name(n, nm, &name))
+    if (!ext_skip(&c, &nm) || !canon_name(r, nm, &name))
         goto unknown;
-    uint32_t slot = reg_find(n->reg, name.p, name.n);
+    uint32_t slot = reg_find(r, name.p, name.n);
     if (lookup) {
         if (slot == REG_NONE)
             return ext_put_atomz(out, "error") ? GEN_REPLY : GEN_NOREPLY;
-        return put_ok_pid(n, out, &n->reg->ents[slot].pid) ? GEN_REPLY : GEN_NOREPLY;
+        return put_ok_pid(g, out, &r->ents[slot].pid) ? GEN_REPLY : GEN_NOREPLY;
     }
     if (create) {
         struct epid pid;
         if (slot != REG_NONE)
-            pid = n->reg->ents[slot].pid;
-        else if (!create_bucket(n, name, &pid))
+            pid = r->ents[slot].pid;
+        else if (!create_bucket(g, name, &pid))
             return put_error(out, "system_limit") ? GEN_REPLY : GEN_NOREPLY;
-        return put_ok_pid(n, out, &pid) ? GEN_REPLY : GEN_NOREPLY;
+        return put_ok_pid(g, out, &pid) ? GEN_REPLY : GEN_NOREPLY;
     }
     if (unreg) {
         if (slot != REG_NONE)
-            unregister_slot(n, slot);
+            unregister_slot(g, slot);
         return ext_put_atomz(out, "ok") ? GEN_REPLY : GEN_NOREPLY;
     }
-    return call_register(n, name, &c, out);
+    return call_register(g, name, &c, out);
 unknown:
     LOGD("registry: unknown call");
     return put_error(out, "unknown_call") ? GEN_REPLY : GEN_NOREPLY;
 }
 
-void registry_cast(struct node *n, uint32_t id, struct cur req)
+static enum gen_result registry_cast(struct gen *g, struct cur req, struct span *stop)
 {
+    struct reg *r = g->state;
     uint32_t ar;
     struct span nm, name;
     struct cur c = req;
     if (!ext_get_tuple(&c, &ar) || ar != 2 || !ext_atom_eq(&c, "create")) {
         LOGD("registry: unknown cast ignored");
-        return;
+        return GEN_NOREPLY;
     }
     ext_skip(&c, NULL);
-    if (!ext_skip(&c, &nm) || !canon_name(n, nm, &name))
-        return;
+    if (!ext_skip(&c, &nm) || !canon_name(r, nm, &name))
+        return GEN_NOREPLY;
     struct epid pid;
-    if (reg_find(n->reg, name.p, name.n) == REG_NONE && !create_bucket(n, name, &pid))
+    if (reg_find(r, name.p, name.n) == REG_NONE && !create_bucket(g, name, &pid))
         LOGW("registry: cannot create a bucket (process or memory limit)");
+    return GEN_NOREPLY;
+}
+
+/* handle_info({'DOWN', Ref, process, Pid, Reason}, State), as the guide's
+ * registry has it: the name of a process that ended goes.  The decoded
+ * view gives the slot (the monitor's tag); the entry must still be the one
+ * that monitor was for: same ref (a name registered by monitor), or, for a
+ * bucket we own, the same pid (pids are never reused: the serial grows). */
+static enum gen_result registry_info(struct gen *g, struct span msg, const struct gen_sig *sig,
+                                     struct span *stop)
+{
+    struct reg *r = g->state;
+    if (!sig) {
+        LOGD("registry: unexpected message ignored");
+        return GEN_NOREPLY;
+    }
+    if (sig->kind != GEN_SIG_DOWN) {
+        LOGI("registry: exit signal ignored (it traps exits)");
+        return GEN_NOREPLY;
+    }
+    uint32_t slot = sig->tag;
+    if (slot >= r->nents || r->ents[slot].len == UINT32_MAX)
+        return GEN_NOREPLY;
+    struct reg_ent *e = &r->ents[slot];
+    if (e->mon ? !eref_eq(gen_monitor_ref(e->mon), &sig->ref) : !epid_eq(&e->pid, &sig->pid))
+        return GEN_NOREPLY;
+    e->mon = NULL; /* a DOWN's monitor is already gone */
+    reg_del(r, slot);
+    return GEN_NOREPLY;
+}
+
+static bool registry_init(struct gen *g, void *arg)
+{
+    g->state = reg_new(gen_seed(g));
+    return g->state != NULL;
+}
+
+/* The registry ends (shutdown): every name goes, monitors with them. */
+static void registry_terminate(struct gen *g, struct span reason)
+{
+    struct reg *r = g->state;
+    for (uint32_t s = 0; s < r->nents; s++)
+        if (r->ents[s].len != UINT32_MAX)
+            unregister_slot(g, s);
+    reg_free(r);
+    g->state = NULL;
 }
 
 /* {Names, Refs} like the guide's state: a map name -> pid, and a map of
  * monitor refs -> name for the names we watch by monitor. */
-bool registry_state(struct node *n, struct buf *out)
+static bool registry_state(struct gen *g, struct buf *out)
 {
-    struct reg *r = n->reg;
+    struct reg *r = g->state;
     bool ok = ext_put_tuple(out, 2) && buf_put_u8(out, 't') && buf_put_n32(out, r->count);
     for (uint32_t s = 0; ok && s < r->nents; s++) {
         const struct reg_ent *e = &r->ents[s];
         if (e->len == UINT32_MAX)
             continue;
-        ok = buf_put(out, reg_name(r, s), e->len) && node_put_pid(n, out, &e->pid);
+        ok = buf_put(out, reg_name(r, s), e->len) && gen_put_pid(g, out, &e->pid);
     }
     uint32_t nref = 0;
     for (uint32_t s = 0; s < r->nents; s++)
@@ -377,34 +388,18 @@ bool registry_state(struct node *n, struct buf *out)
         const struct reg_ent *e = &r->ents[s];
         if (e->len == UINT32_MAX || !e->mon)
             continue;
-        ok = node_put_ref(n, out, &e->mon->ref) && buf_put(out, reg_name(r, s), e->len);
+        ok = gen_put_ref(g, out, gen_monitor_ref(e->mon)) && buf_put(out, reg_name(r, s), e->len);
     }
     return ok;
 }
 
-void registry_on_down(struct node *n, uint32_t slot, const struct eref *ref, struct span reason)
-{
-    struct reg *r = n->reg;
-    if (slot >= r->nents || r->ents[slot].len == UINT32_MAX || !r->ents[slot].mon ||
-        !eref_eq(&r->ents[slot].mon->ref, ref))
-        return;
-    r->ents[slot].mon = NULL; /* already removed by the caller */
-    reg_del(r, slot);
-}
-
-void registry_drop_bucket(struct node *n, uint32_t slot, uint32_t bucket_id)
-{
-    struct reg *r = n->reg;
-    if (slot >= r->nents || r->ents[slot].len == UINT32_MAX || r->ents[slot].mon ||
-        r->ents[slot].pid.node != 0 || r->ents[slot].pid.id != bucket_id)
-        return;
-    reg_del(r, slot);
-}
-
-void registry_on_exit(struct node *n)
-{
-    struct reg *r = n->reg;
-    for (uint32_t s = 0; s < r->nents; s++)
-        if (r->ents[s].len != UINT32_MAX)
-            unregister_slot(n, s);
-}
+const struct behaviour registry_behaviour = {
+    .name = "the registry",
+    .flags = GEN_SYSTEM | GEN_TRAP_EXIT,
+    .init = registry_init,
+    .handle_call = registry_call,
+    .handle_cast = registry_cast,
+    .handle_info = registry_info,
+    .terminate = registry_terminate,
+    .get_state = registry_state,
+};

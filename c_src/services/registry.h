@@ -1,7 +1,8 @@
-/* registry.h - the KV.Registry behaviour: names (any term, compared by
+/* registry.h - the KV.Registry service: names (any term, compared by
  * canonical bytes) -> pid, with a monitor per name, and bucket creation.
- * Owns: struct reg (the pure name table; cmocka drives it directly) and the
- * registry process's calls, casts and DOWN handling. */
+ * Owns: struct reg (the pure name table, and the registry process's state;
+ * cmocka drives the table directly) and registry_behaviour: calls, casts,
+ * and handle_info for DOWN (the guide's cleanup). */
 #ifndef KV_REGISTRY_H
 #define KV_REGISTRY_H
 
@@ -10,7 +11,6 @@
 
 #include "base/buf.h"
 #include "runtime/gen.h"
-#include "runtime/node.h"
 
 #define REG_NONE UINT32_MAX
 #define REG_INLINE 24
@@ -35,6 +35,7 @@ struct reg {
     uint32_t tabcap;       /* power of two */
     uint32_t count;
     uint64_t seed;
+    struct buf canon;      /* reused for canonical names */
 };
 
 /* Pure table. */
@@ -46,15 +47,8 @@ uint32_t reg_add(struct reg *r, const uint8_t *name, size_t len, const struct ep
 void reg_del(struct reg *r, uint32_t slot);
 const uint8_t *reg_name(const struct reg *r, uint32_t slot);
 
-/* Behaviour (registry process). */
-enum gen_result registry_call(struct node *n, uint32_t id, struct cur req, struct buf *out);
-void registry_cast(struct node *n, uint32_t id, struct cur req);
-bool registry_state(struct node *n, struct buf *out);
-/* A watched process ended (its monitor was already removed). */
-void registry_on_down(struct node *n, uint32_t slot, const struct eref *ref, struct span reason);
-/* A bucket we own ended: its name goes first. */
-void registry_drop_bucket(struct node *n, uint32_t slot, uint32_t bucket_id);
-/* The registry process itself ends (shutdown). */
-void registry_on_exit(struct node *n);
+/* The registry process (its state is a struct reg): spawn it and
+ * register it under the registry's name. */
+extern const struct behaviour registry_behaviour;
 
 #endif

@@ -1,7 +1,7 @@
 /* conn.c - one peer connection (see conn.h).  Reads in large chunks and cuts
  * every whole frame per read; output is a queue of chunks written with one
  * writev per loop turn (before sleeping); EPOLLOUT only while bytes remain.
- * Closing is deferred: a closed conn is unlinked from the node at once but
+ * Closing is deferred: a closed conn is unlinked from its host at once but
  * freed in conn_reap at the end of the turn, so no caller holds a freed one. */
 #include "wire/conn.h"
 
@@ -21,7 +21,6 @@
 #include "proto/dist.h"
 #include "wire/epmd.h"
 #include "base/log.h"
-#include "runtime/node.h"
 #include "wire/tls.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -56,23 +55,23 @@ static void set_nonblock(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static struct conn *conn_new(struct node *n, bool outgoing)
+static struct conn *conn_new(struct conn_host *h, bool outgoing)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->node = n;
+    c->host = h;
     c->fd = -1;
     c->epmd_fd = -1;
     c->outgoing = outgoing;
     c->id = next_conn_id++;
-    c->last_recv = c->last_send = loop_now(n->loop);
-    c->next = n->conns;
-    if (n->conns)
-        n->conns->prev = c;
-    n->conns = c;
-    n->nconns++;
-    c->t_setup = loop_timer_add(n->loop, n->cfg->setuptime_ms, on_setup_timeout, c);
+    c->last_recv = c->last_send = loop_now(h->loop);
+    c->next = h->conns;
+    if (h->conns)
+        h->conns->prev = c;
+    h->conns = c;
+    h->nconns++;
+    c->t_setup = loop_timer_add(h->loop, h->setuptime_ms, on_setup_timeout, c);
     return c;
 }
 
@@ -88,25 +87,25 @@ static void queue_raw(struct conn *c, const uint8_t *p, size_t len);
 
 static void start_handshake_accept(struct conn *c)
 {
-    struct node *n = c->node;
-    hs_init_accept(&c->hs, n->name, HS_OUR_FLAGS, n->creation, n->cfg->cookie, random_u32(),
+    struct conn_host *h = c->host;
+    hs_init_accept(&c->hs, h->name, HS_OUR_FLAGS, h->creation, h->cookie, random_u32(),
                    c->tls ? 4 : 2);
     c->state = CS_HANDSHAKE;
 }
 
 static void start_handshake_connect(struct conn *c)
 {
-    struct node *n = c->node;
-    hs_init_connect(&c->hs, n->name, c->peer->name, HS_OUR_FLAGS, n->creation, n->cfg->cookie,
+    struct conn_host *h = c->host;
+    hs_init_connect(&c->hs, h->name, c->name, HS_OUR_FLAGS, h->creation, h->cookie,
                     random_u32(), c->tls ? 4 : 2);
     c->state = CS_HANDSHAKE;
     queue_raw(c, buf_head(&c->hs.out), buf_avail(&c->hs.out));
     buf_reset(&c->hs.out);
 }
 
-struct conn *conn_accept(struct node *n, int fd, const char *addr)
+struct conn *conn_accept(struct conn_host *h, int fd, const char *addr)
 {
-    struct conn *c = conn_new(n, false);
+    struct conn *c = conn_new(h, false);
     if (!c) {
         close(fd);
         return NULL;
@@ -114,9 +113,9 @@ struct conn *conn_accept(struct node *n, int fd, const char *addr)
     set_nonblock(fd);
     c->fd = fd;
     snprintf(c->addr, sizeof c->addr, "%s", addr);
-    loop_add_fd(n->loop, fd, LOOP_READ, on_io, c);
-    if (n->cfg->tls_cert) {
-        c->tls = tls_new(n, fd, false);
+    loop_add_fd(h->loop, fd, LOOP_READ, on_io, c);
+    if (h->tls) {
+        c->tls = tls_new(h, fd, false);
         if (!c->tls) {
             conn_close(c, "TLS setup failed");
             return NULL;
@@ -150,16 +149,16 @@ static uint16_t epmd_port(void)
     return (p > 0 && p < 65536) ? (uint16_t)p : EPMD_DEFAULT_PORT;
 }
 
-struct conn *conn_connect(struct node *n, struct peer *p)
+struct conn *conn_connect(struct conn_host *h, const char *name, void *peer)
 {
-    struct conn *c = conn_new(n, true);
+    struct conn *c = conn_new(h, true);
     if (!c)
         return NULL;
-    c->peer = p;
-    p->conn = c;
-    p->up = false;
-    snprintf(c->addr, sizeof c->addr, "%s", p->name);
-    const char *at = strchr(p->name, '@');
+    c->peer = peer;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    h->ops->connecting(h->owner, c);
+    snprintf(c->addr, sizeof c->addr, "%s", c->name);
+    const char *at = strchr(c->name, '@');
     struct sockaddr_in sa;
     if (!at || resolve_host(at + 1, &sa) != 0) {
         conn_close(c, "cannot resolve host");
@@ -178,13 +177,13 @@ struct conn *conn_connect(struct node *n, struct peer *p)
         conn_close(c, "cannot reach epmd on the peer's host");
         return NULL;
     }
-    loop_add_fd(n->loop, fd, LOOP_WRITE, on_epmd_io, c);
+    loop_add_fd(h->loop, fd, LOOP_WRITE, on_epmd_io, c);
     return c;
 }
 
 static void connect_to_port(struct conn *c, uint16_t port)
 {
-    struct node *n = c->node;
+    struct conn_host *h = c->host;
     struct sockaddr_in sa = c->sa;
     sa.sin_port = htons(port);
     snprintf(c->addr, sizeof c->addr, "%s:%u", inet_ntoa(sa.sin_addr), port);
@@ -200,7 +199,7 @@ static void connect_to_port(struct conn *c, uint16_t port)
         conn_close(c, "connect failed");
         return;
     }
-    loop_add_fd(n->loop, fd, LOOP_WRITE | LOOP_READ, on_io, c);
+    loop_add_fd(h->loop, fd, LOOP_WRITE | LOOP_READ, on_io, c);
 }
 
 static void on_epmd_io(struct loop *l, int fd, int ev, void *data)
@@ -219,9 +218,9 @@ static void on_epmd_io(struct loop *l, int fd, int ev, void *data)
         struct buf req;
         buf_init(&req);
         char alive[256];
-        const char *at = strchr(c->peer->name, '@');
-        size_t an = (size_t)(at - c->peer->name);
-        memcpy(alive, c->peer->name, an);
+        const char *at = strchr(c->name, '@');
+        size_t an = (size_t)(at - c->name);
+        memcpy(alive, c->name, an);
         alive[an] = 0;
         epmd_enc_port_please2(&req, alive);
         ssize_t w = write(fd, req.data, req.len);
@@ -289,8 +288,8 @@ static void mark_dirty(struct conn *c)
 {
     if (!c->dirty && c->state != CS_CLOSED) {
         c->dirty = true;
-        c->dirty_next = c->node->dirty;
-        c->node->dirty = c;
+        c->dirty_next = c->host->dirty;
+        c->host->dirty = c;
     }
 }
 
@@ -309,12 +308,12 @@ static void queue_done(struct conn *c, struct oq *q)
 {
     if (q->tail)
         q->bytes += buf_avail(&q->tail->b);
-    c->last_send = loop_now(c->node->loop);
+    c->last_send = loop_now(c->host->loop);
     if (q == &c->out)
         mark_dirty(c);
     /* Over the cap: closed at the end of the turn, never here, because the
      * caller may be walking monitor lists that the close would change. */
-    if (c->out.bytes + c->pend.bytes > c->node->cfg->max_out_bytes && !c->over_cap) {
+    if (c->out.bytes + c->pend.bytes > c->host->max_out_bytes && !c->over_cap) {
         c->over_cap = true;
         mark_dirty(c);
     }
@@ -400,20 +399,20 @@ static void update_write_interest(struct conn *c)
     bool want = c->out.head != NULL || (c->tls && tls_wants_write(c));
     if (want != c->want_write) {
         c->want_write = want;
-        loop_mod_fd(c->node->loop, c->fd, LOOP_READ | (want ? LOOP_WRITE : 0));
+        loop_mod_fd(c->host->loop, c->fd, LOOP_READ | (want ? LOOP_WRITE : 0));
     }
 }
 
-void conn_flush_dirty(struct node *n)
+void conn_flush_dirty(struct conn_host *h)
 {
-    while (n->dirty) {
-        struct conn *c = n->dirty;
-        n->dirty = c->dirty_next;
+    while (h->dirty) {
+        struct conn *c = h->dirty;
+        h->dirty = c->dirty_next;
         c->dirty = false;
         if (c->over_cap) {
             LOGW("connection to %s: output queue over %llu bytes (peer not reading), disconnecting",
-                 c->peer ? c->peer->name : c->addr,
-                 (unsigned long long)n->cfg->max_out_bytes);
+                 c->name[0] ? c->name : c->addr,
+                 (unsigned long long)h->max_out_bytes);
             conn_close(c, NULL);
             continue;
         }
@@ -463,7 +462,7 @@ static void handle_read(struct conn *c)
             return;
         }
         c->in.len += (size_t)r;
-        c->last_recv = loop_now(c->node->loop);
+        c->last_recv = loop_now(c->host->loop);
         process_input(c);
         if (c->state == CS_CLOSED || c->over_cap)
             return;
@@ -514,7 +513,7 @@ static void hs_failed(struct conn *c)
     case HS_E_DIGEST:
         LOGW("connection attempt from %s (node %s) refused: wrong cookie", c->addr, who);
         if (!c->outgoing)
-            node_auth_failed(c->node, c->ip, c->addr);
+            c->host->ops->auth_failed(c->host->owner, c);
         break;
     case HS_E_FLAGS: {
         char names[256];
@@ -546,7 +545,7 @@ static void process_handshake(struct conn *c)
         if (c->state == CS_CLOSED)
             return;
         if (c->hs.state == HS_A_NEED_STATUS) {
-            node_conn_status(c->node, c); /* calls conn_set_status */
+            c->host->ops->status(c->host->owner, c); /* calls conn_set_status */
             if (c->state == CS_CLOSED)
                 return;
             if (c->hs.state == HS_FAILED) {
@@ -578,18 +577,18 @@ static void send_tick(struct conn *c)
 
 static void process_frames(struct conn *c)
 {
-    struct node *n = c->node;
+    struct conn_host *h = c->host;
     /* Over the output cap: handle no more of its input this turn (it is
      * closed at the end of the turn), so small requests for big replies
      * cannot pile up more than one reply past the cap. */
     while (c->state == CS_UP && !c->over_cap && buf_avail(&c->in) > 0) {
         struct span body;
-        long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), n->cfg->max_message_bytes, &body);
+        long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), h->max_message_bytes, &body);
         if (k == DIST_NEED_MORE)
             break;
         if (k < 0) {
             LOGW("connection to %s (%s): frame larger than --max-message-bytes %llu, disconnecting",
-                 c->peer->name, c->addr, (unsigned long long)n->cfg->max_message_bytes);
+                 c->name, c->addr, (unsigned long long)h->max_message_bytes);
             conn_close(c, NULL);
             return;
         }
@@ -598,13 +597,13 @@ static void process_frames(struct conn *c)
         } else {
             struct dist_msg m;
             const char *why = NULL;
-            if (dist_decode(body.p, body.n, &n->lim, &m, &why) < 0) {
-                LOGW("connection to %s (%s): bad frame (%s), disconnecting", c->peer->name,
+            if (dist_decode(body.p, body.n, h->lim, &m, &why) < 0) {
+                LOGW("connection to %s (%s): bad frame (%s), disconnecting", c->name,
                      c->addr, why);
                 conn_close(c, NULL);
                 return;
             }
-            node_handle(n, c->peer, &m);
+            h->ops->frame(h->owner, c, &m);
         }
         if (c->state == CS_CLOSED)
             return;
@@ -627,15 +626,17 @@ static void process_input(struct conn *c)
 
 static void handshake_done(struct conn *c)
 {
-    struct node *n = c->node;
-    loop_timer_del(n->loop, c->t_setup);
+    struct conn_host *h = c->host;
+    loop_timer_del(h->loop, c->t_setup);
     c->t_setup = 0;
     c->state = CS_UP;
-    node_conn_up(n, c); /* attaches c->peer (incoming) and logs */
+    if (!c->outgoing)
+        snprintf(c->name, sizeof c->name, "%s", c->hs.peer_name);
+    h->ops->up(h->owner, c); /* attaches c->peer (incoming) and logs */
     if (c->state != CS_UP)
         return;
-    uint64_t tick_ms = (uint64_t)n->cfg->ticktime * 1000 / 4;
-    c->t_tick = loop_timer_add(n->loop, tick_ms ? tick_ms : 1, on_tick, c);
+    uint64_t tick_ms = (uint64_t)h->ticktime * 1000 / 4;
+    c->t_tick = loop_timer_add(h->loop, tick_ms ? tick_ms : 1, on_tick, c);
     conn_move_output(c, c); /* frames queued while connecting go now */
 }
 
@@ -655,8 +656,8 @@ static void on_io(struct loop *l, int fd, int ev, void *data)
             return;
         }
         c->want_write = true;
-        if (c->node->cfg->tls_cert) {
-            c->tls = tls_new(c->node, fd, true);
+        if (c->host->tls) {
+            c->tls = tls_new(c->host, fd, true);
             if (!c->tls) {
                 conn_close(c, "TLS setup failed");
                 return;
@@ -711,8 +712,8 @@ static void on_setup_timeout(struct loop *l, uint64_t id, void *data)
     c->t_setup = 0;
     if (c->state != CS_UP && c->state != CS_CLOSED) {
         LOGI("connection %s %s: setup not finished within %u ms, dropped",
-             c->outgoing ? "to" : "from", c->peer && c->outgoing ? c->peer->name : c->addr,
-             c->node->cfg->setuptime_ms);
+             c->outgoing ? "to" : "from", c->outgoing ? c->name : c->addr,
+             c->host->setuptime_ms);
         conn_close(c, NULL);
     }
 }
@@ -720,15 +721,15 @@ static void on_setup_timeout(struct loop *l, uint64_t id, void *data)
 static void on_tick(struct loop *l, uint64_t id, void *data)
 {
     struct conn *c = data;
-    struct node *n = c->node;
+    struct conn_host *h = c->host;
     c->t_tick = 0;
     if (c->state != CS_UP)
         return;
     uint64_t now = loop_now(l);
-    uint64_t T = (uint64_t)n->cfg->ticktime * 1000;
+    uint64_t T = (uint64_t)h->ticktime * 1000;
     if (now - c->last_recv >= T) {
-        LOGW("node %s not responding for %u s (net_ticktime), disconnecting", c->peer->name,
-             n->cfg->ticktime);
+        LOGW("node %s not responding for %u s (net_ticktime), disconnecting", c->name,
+             h->ticktime);
         conn_close(c, NULL);
         return;
     }
@@ -739,13 +740,13 @@ static void on_tick(struct loop *l, uint64_t id, void *data)
 
 /* --- test and fuzz seam: a connection without a socket --- */
 
-struct conn *conn_new_up(struct node *n, const char *peer_name, uint64_t flags,
+struct conn *conn_new_up(struct conn_host *h, const char *peer_name, uint64_t flags,
                          uint32_t creation)
 {
     size_t nl = strlen(peer_name);
     if (!hs_valid_node_name(peer_name, nl))
         return NULL;
-    struct conn *c = conn_new(n, false);
+    struct conn *c = conn_new(h, false);
     if (!c)
         return NULL;
     snprintf(c->addr, sizeof c->addr, "test:%llu", (unsigned long long)c->id);
@@ -754,7 +755,7 @@ struct conn *conn_new_up(struct node *n, const char *peer_name, uint64_t flags,
     c->hs.peer_creation = creation;
     c->hs.state = HS_DONE;
     c->state = CS_HANDSHAKE;
-    handshake_done(c); /* the real path: node_conn_up interns the peer */
+    handshake_done(c); /* the real path: ops->up interns the peer */
     if (c->state != CS_UP)
         return NULL;
     return c;
@@ -768,7 +769,7 @@ bool conn_input(struct conn *c, const uint8_t *p, size_t len)
         conn_close(c, "out of memory");
         return false;
     }
-    c->last_recv = loop_now(c->node->loop);
+    c->last_recv = loop_now(c->host->loop);
     process_input(c);
     return c->state != CS_CLOSED;
 }
@@ -795,24 +796,24 @@ size_t conn_take_output(struct conn *c, struct buf *to)
 
 void conn_close(struct conn *c, const char *why)
 {
-    struct node *n = c->node;
+    struct conn_host *h = c->host;
     if (c->state == CS_CLOSED)
         return;
     enum conn_state was = c->state;
     c->state = CS_CLOSED;
     if (why)
         LOGI("connection %s %s closed: %s", c->outgoing ? "to" : "from",
-             c->peer ? c->peer->name : c->addr, why);
-    loop_timer_del(n->loop, c->t_setup);
-    loop_timer_del(n->loop, c->t_tick);
+             c->name[0] ? c->name : c->addr, why);
+    loop_timer_del(h->loop, c->t_setup);
+    loop_timer_del(h->loop, c->t_tick);
     c->t_setup = c->t_tick = 0;
     if (c->epmd_fd >= 0) {
-        loop_del_fd(n->loop, c->epmd_fd);
+        loop_del_fd(h->loop, c->epmd_fd);
         close(c->epmd_fd);
         c->epmd_fd = -1;
     }
     if (c->fd >= 0) {
-        loop_del_fd(n->loop, c->fd);
+        loop_del_fd(h->loop, c->fd);
     }
     if (c->tls)
         tls_free(c);
@@ -820,19 +821,19 @@ void conn_close(struct conn *c, const char *why)
         close(c->fd);
         c->fd = -1;
     }
-    /* unlink from the node's list now; free at the end of the turn */
+    /* unlink from the host's list now; free at the end of the turn */
     if (c->prev)
         c->prev->next = c->next;
-    else if (n->conns == c)
-        n->conns = c->next;
+    else if (h->conns == c)
+        h->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
-    n->nconns--;
+    h->nconns--;
     (void)was;
-    node_conn_down(n, c);
-    c->dead_next = n->dead;
-    n->dead = c;
+    h->ops->down(h->owner, c);
+    c->dead_next = h->dead;
+    h->dead = c;
 }
 
 static void free_queue(struct obuf *o)
@@ -845,13 +846,13 @@ static void free_queue(struct obuf *o)
     }
 }
 
-void conn_reap(struct node *n)
+void conn_reap(struct conn_host *h)
 {
-    while (n->dead) {
-        struct conn *c = n->dead;
-        n->dead = c->dead_next;
+    while (h->dead) {
+        struct conn *c = h->dead;
+        h->dead = c->dead_next;
         /* it may still sit on the dirty list: remove it */
-        for (struct conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
+        for (struct conn **pp = &h->dirty; *pp; pp = &(*pp)->dirty_next)
             if (*pp == c) {
                 *pp = c->dirty_next;
                 break;

@@ -1,7 +1,9 @@
 /* conn.h - one peer connection: socket, input buffer and frame cutting,
  * handshake driving, ticks, the output queue and its cap.
- * Owns: the fd, the in-buffer, the out-queue chunks, its timers.  Knows the
- * node only through node.h's entry points (handle, up, down). */
+ * Owns: the fd, the in-buffer, the out-queue chunks, its timers, and the
+ * set of connections (struct conn_host).  Knows nothing above it: it
+ * reports upward through the struct conn_ops table its host was given
+ * (up, down, frame, status, auth failed), to an opaque owner. */
 #ifndef KV_CONN_H
 #define KV_CONN_H
 
@@ -10,12 +12,53 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "base/loop.h"
 #include "proto/hs.h"
+#include "proto/term.h"
 
-struct node;
-struct peer;
+struct conn;
 struct obuf;
 struct tls;
+struct dist_msg;
+
+/* How connections report to their owner.  Every callback may close the
+ * connection; none may free it (conn_reap does, at the turn's end). */
+struct conn_ops {
+    /* An outgoing connection exists (before any I/O, which may fail at
+     * once: the owner records c first, so down can find it). */
+    void (*connecting)(void *owner, struct conn *c);
+    /* Handshake done (c->hs holds the peer's name, flags, creation). */
+    void (*up)(void *owner, struct conn *c);
+    /* Closed (any state). */
+    void (*down)(void *owner, struct conn *c);
+    /* A decoded frame from the peer of an up connection. */
+    void (*frame)(void *owner, struct conn *c, const struct dist_msg *m);
+    /* Acceptor: answer the peer's name with conn_set_status. */
+    void (*status)(void *owner, struct conn *c);
+    /* A wrong digest from incoming c (c->ip, c->addr). */
+    void (*auth_failed)(void *owner, struct conn *c);
+};
+
+/* The connections of one node: identity and limits for the handshake and
+ * framing (filled by the owner), the callbacks, and the lists. */
+struct conn_host {
+    struct loop *loop;
+    const struct conn_ops *ops;
+    void *owner;
+    const char *name;           /* our node name */
+    uint32_t creation;
+    const char *cookie;
+    unsigned ticktime, setuptime_ms;
+    uint64_t max_message_bytes, max_out_bytes;
+    const struct term_limits *lim;
+    bool tls;                   /* distribution over TLS (tls_ctx loaded) */
+    bool tls_verify_peer;
+    void *tls_ctx;              /* SSL_CTX when TLS is on */
+    struct conn *conns;         /* every connection, any state */
+    uint32_t nconns;
+    struct conn *dirty;         /* connections with output to flush this turn */
+    struct conn *dead;          /* closed this turn; freed before sleeping */
+};
 
 struct oq {
     struct obuf *head, *tail;
@@ -32,10 +75,10 @@ enum conn_state {
 };
 
 struct conn {
-    struct node *node;
-    struct conn *next, *prev;   /* node->conns */
-    struct conn *dirty_next;    /* node->dirty */
-    struct conn *dead_next;     /* node->dead */
+    struct conn_host *host;
+    struct conn *next, *prev;   /* host->conns */
+    struct conn *dirty_next;    /* host->dirty */
+    struct conn *dead_next;     /* host->dead */
     bool dirty;
     enum conn_state state;
     bool outgoing;
@@ -46,7 +89,9 @@ struct conn {
     char addr[80];              /* peer address for logs */
     uint32_t ip;                /* incoming: source address (network order) */
     struct sockaddr_in sa;      /* outgoing: the peer's address */
-    struct peer *peer;          /* outgoing: from the start; incoming: once proven */
+    void *peer;                 /* the owner's record of the peer (opaque here):
+                                   outgoing: from the start; incoming: once proven */
+    char name[256];             /* the peer's node name once known, for logs */
     struct hs hs;
     struct tls *tls;            /* NULL for plain TCP */
     struct buf in;              /* owned: unconsumed input */
@@ -60,18 +105,19 @@ struct conn {
     bool over_cap;              /* output cap exceeded: close at turn end */
 };
 
-/* Incoming TCP connection accepted by the node. */
-struct conn *conn_accept(struct node *n, int fd, const char *addr);
-/* Outgoing connection to p (epmd lookup, connect, handshake). */
-struct conn *conn_connect(struct node *n, struct peer *p);
+/* Incoming TCP connection accepted by the owner. */
+struct conn *conn_accept(struct conn_host *h, int fd, const char *addr);
+/* Outgoing connection to node name (epmd lookup, connect, handshake);
+ * peer is the owner's record, kept in c->peer. */
+struct conn *conn_connect(struct conn_host *h, const char *name, void *peer);
 /* Buffer to build one frame in (dist_frame_begin/end), then conn_frame_done. */
 struct buf *conn_frame_buf(struct conn *c);
 void conn_frame_done(struct conn *c);
 /* Write every dirty connection's queue (the loop's before-sleep hook). */
-void conn_flush_dirty(struct node *n);
+void conn_flush_dirty(struct conn_host *h);
 /* Mark closed now (fd shut, node told), free at the end of the turn. */
 void conn_close(struct conn *c, const char *why);
-void conn_reap(struct node *n);
+void conn_reap(struct conn_host *h);
 /* Move queued output from one connection to another (simultaneous connect). */
 void conn_move_output(struct conn *from, struct conn *to);
 /* Acceptor: the node's answer to the peer's name (see hs_accept_status). */
@@ -83,7 +129,7 @@ void conn_set_status(struct conn *c, const char *status);
  * Feed it bytes with conn_input (the real frame path: cut, decode,
  * dispatch; false once closed) and collect what it queued with
  * conn_take_output (appended to to, or dropped when to is NULL). */
-struct conn *conn_new_up(struct node *n, const char *peer_name, uint64_t flags,
+struct conn *conn_new_up(struct conn_host *h, const char *peer_name, uint64_t flags,
                          uint32_t creation);
 bool conn_input(struct conn *c, const uint8_t *p, size_t len);
 size_t conn_take_output(struct conn *c, struct buf *to);

@@ -1,5 +1,5 @@
 /* tls.c - distribution over TLS with OpenSSL 3 (see tls.h): the C side of
- * OTP's inet_tls_dist.  Owns the node's SSL_CTX (n->tls_ctx, one for both
+ * OTP's inet_tls_dist.  Owns the host's SSL_CTX (h->tls_ctx, one for both
  * directions) and one SSL per connection, bound to the conn's non-blocking
  * socket.  Does not touch conn's buffers or the distribution handshake: it
  * moves bytes, and tells conn when the TLS handshake is done
@@ -23,7 +23,6 @@
 #include "wire/conn.h"
 #include "base/log.h"
 #include "base/loop.h"
-#include "runtime/node.h"
 
 struct tls {
     SSL *ssl;          /* owned */
@@ -97,7 +96,7 @@ static int init_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *fmt, ..
 /* Our own certificate must be valid now and, when peers are verified, chain
  * to --tls-cacert: the peers check it against the same CAs, so a node that
  * would be refused by everyone says so at start-up. */
-static int check_own_cert(SSL_CTX *ctx, const struct config *cfg, char *err, size_t errlen)
+static int check_own_cert(SSL_CTX *ctx, const struct tls_opts *cfg, char *err, size_t errlen)
 {
     X509 *x = SSL_CTX_get0_certificate(ctx);
     char when[64];
@@ -143,7 +142,7 @@ static int readable(const char *what, const char *path, char *err, size_t errlen
     return 0;
 }
 
-int tls_global_init(struct node *n, const struct config *cfg, char *err, size_t errlen)
+int tls_global_init(struct conn_host *n, const struct tls_opts *cfg, char *err, size_t errlen)
 {
     if (readable("TLS certificate", cfg->tls_cert, err, errlen) < 0 ||
         readable("TLS key", cfg->tls_key, err, errlen) < 0 ||
@@ -213,7 +212,7 @@ int tls_global_init(struct node *n, const struct config *cfg, char *err, size_t 
     return 0;
 }
 
-void tls_global_free(struct node *n)
+void tls_global_free(struct conn_host *n)
 {
     SSL_CTX_free(n->tls_ctx);
     n->tls_ctx = NULL;
@@ -221,7 +220,7 @@ void tls_global_free(struct node *n)
 
 /* --- per connection --- */
 
-struct tls *tls_new(struct node *n, int fd, bool client)
+struct tls *tls_new(struct conn_host *n, int fd, bool client)
 {
     if (!n->tls_ctx)
         return NULL;
@@ -235,7 +234,7 @@ struct tls *tls_new(struct node *n, int fd, bool client)
         return NULL;
     }
     t->client = client;
-    t->verify = n->cfg->tls_verify_peer;
+    t->verify = n->tls_verify_peer;
     if (client)
         SSL_set_connect_state(t->ssl);
     else
@@ -262,7 +261,7 @@ static void want_write(struct conn *c, bool want)
 {
     if (want != c->want_write && c->fd >= 0) {
         c->want_write = want;
-        loop_mod_fd(c->node->loop, c->fd, LOOP_READ | (want ? LOOP_WRITE : 0));
+        loop_mod_fd(c->host->loop, c->fd, LOOP_READ | (want ? LOOP_WRITE : 0));
     }
 }
 
@@ -271,7 +270,7 @@ static void set_peer_host(struct conn *c)
 {
     struct tls *t = c->tls;
     t->named = true;
-    const char *at = c->peer ? strchr(c->peer->name, '@') : NULL;
+    const char *at = c->name[0] ? strchr(c->name, '@') : NULL;
     if (!at || !at[1])
         return;
     const char *host = at + 1;
@@ -279,7 +278,7 @@ static void set_peer_host(struct conn *c)
     bool is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
     if (!is_ip)
         SSL_set_tlsext_host_name(t->ssl, host);
-    if (!c->node->cfg->tls_verify_peer)
+    if (!c->host->tls_verify_peer)
         return;
     X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
     X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -329,9 +328,9 @@ static void log_up(struct conn *c)
     X509 *x = SSL_get0_peer_certificate(t->ssl);
     if (x)
         X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof subj);
-    const char *verified = c->node->cfg->tls_verify_peer ? "verified" : "not verified";
+    const char *verified = c->host->tls_verify_peer ? "verified" : "not verified";
     if (c->outgoing)
-        LOGI("TLS to %s (%s): %s %s, peer %s (%s)", c->peer ? c->peer->name : "?", c->addr,
+        LOGI("TLS to %s (%s): %s %s, peer %s (%s)", c->name[0] ? c->name : "?", c->addr,
              SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl), subj, verified);
     else
         LOGI("TLS from %s: %s %s, peer %s (%s)", c->addr, SSL_get_version(t->ssl),
@@ -365,7 +364,7 @@ void tls_drive(struct conn *c)
     char why[320];
     reason(t, e, saved, why, sizeof why);
     if (c->outgoing)
-        LOGW("TLS connection to %s (%s) failed: %s", c->peer ? c->peer->name : "?", c->addr, why);
+        LOGW("TLS connection to %s (%s) failed: %s", c->name[0] ? c->name : "?", c->addr, why);
     else
         LOGW("TLS connection from %s refused: %s", c->addr, why);
     ERR_clear_error();
@@ -380,9 +379,9 @@ static void log_io_error(struct conn *c, int e, int saved)
      * a server checks the client's certificate after the client is done. */
     if (c->state == CS_UP)
         LOGI("TLS error on the connection %s %s (%s): %s", c->outgoing ? "to" : "from",
-             c->peer ? c->peer->name : "?", c->addr, why);
+             c->name[0] ? c->name : "?", c->addr, why);
     else if (c->outgoing)
-        LOGW("TLS connection to %s (%s) failed: %s", c->peer ? c->peer->name : "?", c->addr, why);
+        LOGW("TLS connection to %s (%s) failed: %s", c->name[0] ? c->name : "?", c->addr, why);
     else
         LOGW("TLS connection from %s refused: %s", c->addr, why);
     ERR_clear_error();

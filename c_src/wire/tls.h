@@ -7,14 +7,20 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-struct node;
 struct conn;
-struct config;
+struct conn_host;
 
-/* Load certificates; 0, or -1 with a one-line reason in err. */
-int tls_global_init(struct node *n, const struct config *cfg, char *err, size_t errlen);
-void tls_global_free(struct node *n);
-struct tls *tls_new(struct node *n, int fd, bool client);
+/* What the certificates are (the owner fills it from its options). */
+struct tls_opts {
+    const char *tls_cert, *tls_key, *tls_cacert;
+    int tls_verify_peer;
+    int tls_min_version; /* 12 or 13 */
+};
+
+/* Load certificates into h->tls_ctx; 0, or -1 with a one-line reason in err. */
+int tls_global_init(struct conn_host *h, const struct tls_opts *cfg, char *err, size_t errlen);
+void tls_global_free(struct conn_host *h);
+struct tls *tls_new(struct conn_host *h, int fd, bool client);
 /* Advance the TLS handshake; calls conn_tls_ready when done, conn_close on
  * failure. */
 void tls_drive(struct conn *c);

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "base/buf.h"
-#include "config.h"
+#include "app.h"
 #include "wire/conn.h"
 #include "proto/dist.h"
 #include "proto/hs.h"
@@ -19,6 +19,7 @@
 #include "base/loop.h"
 #include "runtime/node.h"
 #include "runtime/proc.h"
+#include "services/bucket.h"
 #include "services/registry.h"
 #include "proto/term.h"
 
@@ -42,13 +43,14 @@
 #define FZ_CREATION 0x6B000003u
 #define FZ_PEER_CREATION 0x63000004u
 
-static inline void fz_cfg(struct config *cfg)
+#define FZ_REGISTRY "Elixir.KV.Registry"
+
+static inline void fz_cfg(struct node_opts *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->name, sizeof cfg->name, "%s", FZ_NODE);
     snprintf(cfg->alive, sizeof cfg->alive, "kvcap");
     snprintf(cfg->cookie, sizeof cfg->cookie, "goldencookie");
-    snprintf(cfg->registry, sizeof cfg->registry, "Elixir.KV.Registry");
     cfg->ticktime = 60;
     cfg->setuptime_ms = 7000;
     cfg->max_message_bytes = 1u << 20;

@@ -38,7 +38,7 @@ static void prepare(struct node *n)
         ext_put_tuple(&req, 2);
         ext_put_atomz(&req, "create");
         ext_put_int(&req, i);
-        registry_call(n, n->registry_pid, cur_make(req.data, req.len), &out);
+        gen_call_direct(n, proc_whereis(n, FZ_REGISTRY), cur_make(req.data, req.len), &out);
         buf_free(&req);
         buf_free(&out);
     }
@@ -46,12 +46,14 @@ static void prepare(struct node *n)
 
 /* The tables agree with each other after every read: the registry's index
  * finds every entry, local pids in it are alive, a watched entry's monitor
- * is hashed and points back at it, a bucket's reg_slot is its own entry,
+ * is hashed and points back at it, a bucket's spawn monitor is the
+ * registry's and names its own entry,
  * every hashed monitor is on its target's and its peer's list, and the
  * counts are right. */
 static void check_tables(struct node *n)
 {
-    struct reg *r = n->reg;
+    uint32_t rid = proc_whereis(n, FZ_REGISTRY);
+    struct reg *r = proc_by_id(n, rid)->state;
     struct proc_table *t = n->procs;
     uint32_t used = 0;
     for (uint32_t s = 0; s < r->nents; s++) {
@@ -71,13 +73,14 @@ static void check_tables(struct node *n)
     uint32_t live = 0;
     for (uint32_t id = 0; id < t->n; id++) {
         struct proc *p = &t->v[id];
-        if (p->kind == PK_FREE)
+        if (p->beh == 0)
             continue;
         live++;
         FZ_CHECK(!p->exiting);
-        if (p->kind == PK_BUCKET && p->reg_slot != PROC_NONE) {
-            FZ_CHECK(p->reg_slot < r->nents && r->ents[p->reg_slot].len != UINT32_MAX);
-            FZ_CHECK(r->ents[p->reg_slot].pid.node == 0 && r->ents[p->reg_slot].pid.id == id);
+        if (proc_beh(n, p) == &bucket_behaviour && p->watcher) {
+            FZ_CHECK(p->watcher == rid + 1);
+            FZ_CHECK(p->wtag < r->nents && r->ents[p->wtag].len != UINT32_MAX);
+            FZ_CHECK(r->ents[p->wtag].pid.node == 0 && r->ents[p->wtag].pid.id == id);
         }
         for (struct mon *m = p->mons; m; m = m->t_next)
             FZ_CHECK(m->local_target && m->target.id == id && mon_find(n, &m->ref) == m);
@@ -134,18 +137,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         flags &= ~(DFLAG_DIST_MONITOR | DFLAG_DIST_MONITOR_NAME);
     if (opt & 4)
         flags &= ~DFLAG_UNLINK_ID;
-    static struct config cfg;
+    static struct node_opts cfg;
     fz_cfg(&cfg);
     struct loop *l = loop_new();
     FZ_CHECK(l != NULL);
     struct node *n = calloc(1, sizeof *n);
     FZ_CHECK(node_init_bare(n, &cfg, l, FZ_CREATION, 0x5eed) == 0);
+    struct app app;
+    FZ_CHECK(app_start(n, &(struct app_opts){FZ_REGISTRY, NULL}, &app) == 0);
     if (opt & 16)
         prepare(n);
     struct conn *other = NULL;
     if (opt & 8)
-        other = conn_new_up(n, "watcher@localhost", HS_OUR_FLAGS, 77);
-    struct conn *c = conn_new_up(n, FZ_PEER, flags, FZ_PEER_CREATION);
+        other = conn_new_up(&n->wire, "watcher@localhost", HS_OUR_FLAGS, 77);
+    struct conn *c = conn_new_up(&n->wire, FZ_PEER, flags, FZ_PEER_CREATION);
     FZ_CHECK(c != NULL);
     struct peer *p = c->peer;
     struct buf framed;
@@ -189,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             conn_close(other, NULL);
             check_peer_clean(n, op);
         }
-        conn_reap(n);
+        conn_reap(&n->wire);
         /* with every connection gone, only the registry's monitors on its
          * own buckets remain, and no links at all (a peer can only have
          * made links and monitors for its own processes) */
@@ -201,11 +206,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check_tables(n);
     node_shutdown(n); /* with fd -1, a connection still up fails its write and closes */
-    FZ_CHECK(n->conns == NULL);
+    FZ_CHECK(n->wire.conns == NULL);
     check_peer_clean(n, p);
     FZ_CHECK(n->procs->live == 0);
     FZ_CHECK(n->procs->mh_count == 0);
-    FZ_CHECK(n->reg->count == 0);
+    FZ_CHECK(proc_whereis(n, FZ_REGISTRY) == PROC_NONE); /* its names went with it */
     node_free(n);
     free(n);
     buf_free(&framed);

@@ -5,6 +5,7 @@
 #   make unit     cmocka suites only;  make ct  Common Test suites only
 #   make bench    benchmark against the BEAM baseline (QUICK=1 for a short run)
 #   make memcheck the CT suites with kv_cnode under valgrind (zero errors, zero leaks)
+#   make check-layers  includes follow the layers (c_src/README.md), and its self-test
 #   SANITIZE=1    build with ASan+UBSan
 
 CC      ?= cc
@@ -66,11 +67,18 @@ ct: all $(BUILD)/tests/ei_peer
 	@KV_CNODE_BIN=$${KV_CNODE_BIN:-$(CURDIR)/$(BUILD)/kv_cnode} sh tools/run_ct.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory check-layers all unit
 ifneq ($(SANITIZE),1)
 	@$(MAKE) --no-print-directory fuzz-smoke
 endif
 	@$(MAKE) --no-print-directory ct
+
+# base < proto < wire < runtime < services < main.c/config.c/app.c; the
+# self-test plants wrong-way includes in a copy and expects failures.
+.PHONY: check-layers
+check-layers:
+	@sh tools/check_layers.sh c_src
+	@sh tools/check_layers_test.sh
 
 # valgrind memcheck of the CT suites: zero errors, zero definite/indirect leaks
 .PHONY: memcheck

@@ -108,7 +108,7 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
             /* sys.erl replies before terminating: the caller's own monitor
              * must not fire first.  Nothing leaves the node before the loop
              * turn ends, and by then proc_exit has told the spawner and
-             * every local watcher (a registry drops the name). */
+             * every local watcher (a name table drops it). */
             reply_send(n, from);
             proc_exit(n, id, reason);
             return;

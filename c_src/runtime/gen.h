@@ -50,7 +50,7 @@ struct gen_sig {
 /* Flags. */
 #define GEN_TRAP_EXIT 0x1 /* exit signals (but kill) arrive as {'EXIT', From, Reason} */
 #define GEN_SYSTEM 0x2    /* the node needs it: kill and sys:terminate are refused
-                             while the node runs (net_kernel, the registry) */
+                             while the node runs */
 
 struct behaviour {
     const char *name;   /* for logs */

@@ -102,8 +102,8 @@ void node_peer_release(struct node *n, struct peer *p)
 }
 
 /* Free the released peers that nothing refers to: no connection, no
- * monitors, no links (registry entries for remote pids always hold a
- * monitor).  Indexes are never reused, so a stale index finds NULL, never
+ * monitors, no links (a process that keeps a remote pid across turns
+ * monitors it, or that pid may later name no peer).  Indexes are never reused, so a stale index finds NULL, never
  * another node. */
 void node_peers_sweep(struct node *n)
 {
@@ -1077,8 +1077,8 @@ void node_shutdown(struct node *n)
 {
     n->stopping = true;
     LOGI("shutting down");
-    /* ordinary processes first (buckets), then the system ones (the
-     * registry, net_kernel) that watch them */
+    /* ordinary processes first, then the system ones (GEN_SYSTEM) that
+     * may watch them */
     struct proc_table *t = n->procs;
     for (uint32_t id = 0; id < t->n; id++)
         if (t->v[id].beh && !(proc_beh(n, &t->v[id])->flags & GEN_SYSTEM))

@@ -430,7 +430,7 @@ void proc_exit(struct node *n, uint32_t id, struct span reason)
         p = &t->v[id];
     }
     p->state = NULL;
-    /* 2. The spawner hears first (a registry drops the name here), before
+    /* 2. The spawner hears first (a name table drops the name here), before
      * any DOWN, EXIT or reply can leave the node. */
     if (p->watcher) {
         struct gen_sig sig = {GEN_SIG_DOWN, {0}, self, reason, p->wtag};
@@ -502,7 +502,7 @@ void proc_exit_signal(struct node *n, uint32_t id, const struct epid *from, stru
     bool is_kill = !from_link && reason_is(reason, "kill");
     const struct behaviour *b = proc_beh(n, p);
     if ((b->flags & GEN_SYSTEM) && !n->stopping && is_kill) {
-        /* A system process (net_kernel, a node-wide registry) outlives a
+        /* A system process (GEN_SYSTEM) outlives a
          * kill here, as it would under its supervisor: the node stays
          * usable.  Logged and refused. */
         LOGI("exit signal to %s ignored", b->name);

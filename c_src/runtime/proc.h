@@ -17,7 +17,8 @@
 
 #define PROC_NONE UINT32_MAX
 
-/* 40 bytes (the behaviour is a one-byte index, not a pointer): a million buckets cost 40 MB of slots here. */
+/* 40 bytes (the behaviour is a one-byte index, not a pointer): a million
+ * processes cost 40 MB of slots here. */
 struct proc {
     uint32_t serial;
     uint8_t beh;        /* index + 1 in proc_table.behs; 0 = free slot */
@@ -38,7 +39,7 @@ struct mon {
     struct peer *peer;           /* the remote side, NULL if both local */
     struct eref ref;
     struct epid watcher, target;
-    uint32_t tag;                /* the local watcher's own use (registry slot) */
+    uint32_t tag;                /* the local watcher's own use (gen_monitor's tag) */
     int16_t name;                /* by-name monitor of a local name: index, else -1 */
     bool local_target;
     bool sent;                   /* our MONITOR_P went out on the current connection */
@@ -91,7 +92,7 @@ const char *proc_name_of(struct node *n, int idx);
 /* End a process: its terminate first (it frees the state), then DOWN to
  * its spawner, then DOWN/EXIT to every watcher and linked process, then its
  * slot is recycled.  Local watchers get their DOWN in this call, so a
- * registry entry is gone before any signal or reply leaves the node. */
+ * watcher's table has dropped it before any signal or reply leaves the node. */
 void proc_exit(struct node *n, uint32_t id, struct span reason);
 /* child's spawner watcher (PROC_NONE: none) gets DOWN with tag when it ends. */
 void proc_spawn_monitor(struct node *n, uint32_t child, uint32_t watcher, uint32_t tag);

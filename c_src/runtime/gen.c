@@ -178,7 +178,8 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         return;
     const struct behaviour *b = proc_beh(n, p);
     uint32_t serial = p->serial;
-    struct gen g = {n, id, p->state};
+    void *state = p->state;
+    struct gen g = {n, id, state};
     struct span stop = {0};
     enum gen_result r;
     struct cur c = cur_make(msg.p, msg.n);
@@ -193,7 +194,9 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         size_t mark = reply_begin(n, tag);
         r = b->handle_call ? b->handle_call(&g, cur_make(req.p, req.n), &n->scratch, &stop)
                            : unknown_call(&n->scratch);
-        if (!writeback(n, id, serial, &g) || r == GEN_NOREPLY || n->scratch.len == mark)
+        /* (a lookup leaves the state as it was: one compare) */
+        if ((g.state != state && !writeback(n, id, serial, &g)) || r == GEN_NOREPLY ||
+            n->scratch.len == mark)
             return;
         reply_send(n, from);
         if (r == GEN_STOP)

@@ -11,20 +11,6 @@
 
 #include "base/log.h"
 
-static const uint8_t a_normal[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
-static const uint8_t a_killed[] = {119, 6, 'k', 'i', 'l', 'l', 'e', 'd'};
-static const uint8_t a_kill[] = {119, 4, 'k', 'i', 'l', 'l'};
-static const uint8_t a_noproc[] = {119, 6, 'n', 'o', 'p', 'r', 'o', 'c'};
-static const uint8_t a_noconn[] = {119, 12, 'n', 'o', 'c', 'o', 'n', 'n',
-                                   'e', 'c', 't', 'i', 'o', 'n'};
-static const uint8_t a_shutdown[] = {119, 8, 's', 'h', 'u', 't', 'd', 'o', 'w', 'n'};
-
-const struct span R_NORMAL = {a_normal, sizeof a_normal};
-const struct span R_KILLED = {a_killed, sizeof a_killed};
-const struct span R_KILL = {a_kill, sizeof a_kill};
-const struct span R_NOPROC = {a_noproc, sizeof a_noproc};
-const struct span R_NOCONNECTION = {a_noconn, sizeof a_noconn};
-const struct span R_SHUTDOWN = {a_shutdown, sizeof a_shutdown};
 
 /* Reason atoms may arrive in any atom encoding; compare by text. */
 static bool reason_is(struct span r, const char *atom)

@@ -47,6 +47,7 @@ static void on_epmd_io(struct loop *l, int fd, int ev, void *data);
 static void on_setup_timeout(struct loop *l, uint64_t id, void *data);
 static void on_tick(struct loop *l, uint64_t id, void *data);
 static void process_input(struct conn *c);
+static void drive_tls(struct conn *c);
 
 static void set_nonblock(int fd)
 {
@@ -121,7 +122,7 @@ struct conn *conn_accept(struct conn_host *h, int fd, const char *addr)
             return NULL;
         }
         c->state = CS_TLS;
-        tls_drive(c);
+        drive_tls(c);
         return c;
     }
     start_handshake_accept(c);
@@ -663,7 +664,7 @@ static void on_io(struct loop *l, int fd, int ev, void *data)
                 return;
             }
             c->state = CS_TLS;
-            tls_drive(c);
+            drive_tls(c);
             return;
         }
         start_handshake_connect(c);
@@ -675,7 +676,7 @@ static void on_io(struct loop *l, int fd, int ev, void *data)
         return;
     }
     if (c->state == CS_TLS) {
-        tls_drive(c);
+        drive_tls(c);
         return;
     }
     if (ev & LOOP_WRITE) {
@@ -691,8 +692,8 @@ static void on_io(struct loop *l, int fd, int ev, void *data)
         handle_read(c); /* a TLS read that waited for writability, too */
 }
 
-/* Called by tls.c when the TLS handshake has completed. */
-void conn_tls_ready(struct conn *c)
+/* The TLS handshake has completed. */
+static void conn_tls_ready(struct conn *c)
 {
     if (c->outgoing) {
         start_handshake_connect(c);
@@ -702,6 +703,16 @@ void conn_tls_ready(struct conn *c)
     }
     update_write_interest(c);
     handle_read(c);
+}
+
+/* Advance the TLS handshake; on to the distribution handshake when done. */
+static void drive_tls(struct conn *c)
+{
+    int r = tls_drive(c);
+    if (r > 0)
+        conn_tls_ready(c);
+    else if (r < 0)
+        conn_close(c, NULL);
 }
 
 /* --- timers --- */

@@ -3,7 +3,8 @@
  * directions) and one SSL per connection, bound to the conn's non-blocking
  * socket.  Does not touch conn's buffers or the distribution handshake: it
  * moves bytes, and tells conn when the TLS handshake is done
- * (conn_tls_ready) or failed (conn_close).  epoll is level-triggered, so the
+ * or failed by tls_drive's result (it calls nothing in conn.c, so the two
+ * files do not call each other).  epoll is level-triggered, so the
  * only events it must arrange itself are the ones OpenSSL hides: bytes it has
  * already buffered (tls_pending) and a read that needs the socket writable
  * (tls_wants_write). */
@@ -337,11 +338,11 @@ static void log_up(struct conn *c)
              SSL_get_cipher_name(t->ssl), subj, verified);
 }
 
-void tls_drive(struct conn *c)
+int tls_drive(struct conn *c)
 {
     struct tls *t = c->tls;
     if (!t || c->state != CS_TLS)
-        return;
+        return 0;
     if (t->client && !t->named)
         set_peer_host(c);
     ERR_clear_error();
@@ -351,14 +352,13 @@ void tls_drive(struct conn *c)
     if (r == 1) {
         t->want_write = false;
         log_up(c);
-        conn_tls_ready(c);
-        return;
+        return 1;
     }
     int e = SSL_get_error(t->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         t->want_write = e == SSL_ERROR_WANT_WRITE;
         want_write(c, t->want_write);
-        return;
+        return 0;
     }
     t->failed = true;
     char why[320];
@@ -368,7 +368,7 @@ void tls_drive(struct conn *c)
     else
         LOGW("TLS connection from %s refused: %s", c->addr, why);
     ERR_clear_error();
-    conn_close(c, NULL);
+    return -1;
 }
 
 static void log_io_error(struct conn *c, int e, int saved)

@@ -21,9 +21,9 @@ struct tls_opts {
 int tls_global_init(struct conn_host *h, const struct tls_opts *cfg, char *err, size_t errlen);
 void tls_global_free(struct conn_host *h);
 struct tls *tls_new(struct conn_host *h, int fd, bool client);
-/* Advance the TLS handshake; calls conn_tls_ready when done, conn_close on
- * failure. */
-void tls_drive(struct conn *c);
+/* Advance the TLS handshake: 1 done, 0 in progress, -1 failed (logged;
+ * the caller closes). */
+int tls_drive(struct conn *c);
 /* >0 bytes, 0 EOF, -2 would block, -1 error. */
 ssize_t tls_read(struct conn *c, void *p, size_t n);
 /* bytes written (0 = would block), -1 error. */
@@ -36,7 +36,5 @@ bool tls_wants_write(struct conn *c);
  * come for them): keep calling tls_read until it returns -2. */
 bool tls_pending(struct conn *c);
 void tls_free(struct conn *c);
-
-void conn_tls_ready(struct conn *c);
 
 #endif

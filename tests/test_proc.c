@@ -767,6 +767,117 @@ static void test_unused_peers_are_swept(void **state)
     kt_node_free(t);
 }
 
+/* ---- DOWN and EXIT as messages (runtime/gen.h) ---- */
+
+/* A watcher that keeps the last message handle_info got, and its view. */
+static struct buf last_msg;
+static struct gen_sig last_sig;
+static int infos;
+
+static enum gen_result watcher_info(struct gen *g, struct span msg, const struct gen_sig *sig,
+                                    struct span *stop)
+{
+    buf_reset(&last_msg);
+    buf_put(&last_msg, msg.p, msg.n);
+    memset(&last_sig, 0, sizeof last_sig);
+    if (sig)
+        last_sig = *sig;
+    infos++;
+    return GEN_NOREPLY;
+}
+
+static const struct behaviour watcher_beh = {.name = "watcher", .handle_info = watcher_info};
+static const struct behaviour trapper_beh = {
+    .name = "trapper", .flags = GEN_TRAP_EXIT, .handle_info = watcher_info};
+
+/* {'DOWN', Ref, process, Pid, Reason} for a monitor (gen_monitor) and for
+ * a spawn monitor (gen_monitor_child), in the BEAM's shape, with the view
+ * beside it; {'EXIT', From, Reason} for a process that traps exits. */
+static void test_down_and_exit_messages(void **state)
+{
+    struct tnode *t = kt_node_new();
+    struct node *n = &t->n;
+    buf_init(&last_msg);
+    infos = 0;
+    uint32_t w = proc_spawn(n, &watcher_beh, NULL);
+    uint32_t b = proc_spawn(n, &bucket_behaviour, NULL);
+    assert_int_not_equal(w, PROC_NONE);
+    assert_int_not_equal(b, PROC_NONE);
+    struct epid bp = kt_local_pid(t, b);
+    struct gen g = {n, w, NULL};
+    struct mon *m = NULL;
+    assert_true(gen_monitor(&g, &bp, 42, &m));
+    assert_non_null(m);
+    struct eref ref = *gen_monitor_ref(m);
+    proc_exit(n, b, R_SHUTDOWN);
+    assert_int_equal(infos, 1);
+    /* the term, decoded as a BEAM process would match it */
+    struct cur c = cur_make(last_msg.data, last_msg.len);
+    uint32_t ar;
+    struct eref r2;
+    struct epid p2;
+    assert_true(ext_get_tuple(&c, &ar));
+    assert_int_equal(ar, 5);
+    assert_true(ext_atom_eq(&c, "DOWN"));
+    assert_true(ext_skip(&c, NULL));
+    assert_true(node_get_ref(n, &c, &r2));
+    assert_true(eref_eq(&r2, &ref));
+    assert_true(ext_atom_eq(&c, "process"));
+    assert_true(ext_skip(&c, NULL));
+    assert_true(node_get_pid(n, &c, &p2));
+    assert_true(epid_eq(&p2, &bp));
+    assert_true(ext_atom_eq(&c, "shutdown"));
+    assert_true(ext_skip(&c, NULL));
+    assert_int_equal(cur_left(&c), 0);
+    /* the view says the same, with the watcher's tag */
+    assert_int_equal(last_sig.kind, GEN_SIG_DOWN);
+    assert_int_equal(last_sig.tag, 42);
+    assert_true(eref_eq(&last_sig.ref, &ref));
+    assert_true(epid_eq(&last_sig.pid, &bp));
+    /* a spawn monitor: DOWN first, with its tag, and no monitor record */
+    uint32_t b2 = proc_spawn(n, &bucket_behaviour, NULL);
+    struct epid bp2 = kt_local_pid(t, b2);
+    uint32_t mons = n->procs->mh_count;
+    gen_monitor_child(&g, &bp2, 7);
+    assert_int_equal(n->procs->mh_count, mons);
+    proc_exit(n, b2, R_NORMAL);
+    assert_int_equal(infos, 2);
+    assert_int_equal(last_sig.tag, 7);
+    assert_true(epid_eq(&last_sig.pid, &bp2));
+    c = cur_make(last_msg.data, last_msg.len);
+    assert_true(ext_get_tuple(&c, &ar) && ar == 5 && ext_atom_eq(&c, "DOWN"));
+    /* demonitored: no DOWN */
+    uint32_t b3 = proc_spawn(n, &bucket_behaviour, NULL);
+    struct epid bp3 = kt_local_pid(t, b3);
+    gen_monitor_child(&g, &bp3, 8);
+    gen_demonitor_child(&g, &bp3);
+    proc_exit(n, b3, R_NORMAL);
+    assert_int_equal(infos, 2);
+    /* EXIT: an exit signal to a process that traps exits is a message */
+    uint32_t tr = proc_spawn(n, &trapper_beh, NULL);
+    struct epid from = kt_local_pid(t, w);
+    proc_exit_signal(n, tr, &from, R_SHUTDOWN, false);
+    assert_int_equal(infos, 3);
+    assert_non_null(proc_by_id(n, tr)); /* still alive */
+    c = cur_make(last_msg.data, last_msg.len);
+    assert_true(ext_get_tuple(&c, &ar));
+    assert_int_equal(ar, 3);
+    assert_true(ext_atom_eq(&c, "EXIT"));
+    assert_true(ext_skip(&c, NULL));
+    assert_true(node_get_pid(n, &c, &p2));
+    assert_true(epid_eq(&p2, &from));
+    assert_true(ext_atom_eq(&c, "shutdown"));
+    assert_int_equal(last_sig.kind, GEN_SIG_EXIT);
+    /* kill is not trappable */
+    proc_exit_signal(n, tr, &from, R_KILL, false);
+    assert_null(proc_by_id(n, tr));
+    /* a plain process does not trap: the signal ends it */
+    proc_exit_signal(n, w, &from, R_SHUTDOWN, false);
+    assert_null(proc_by_id(n, w));
+    buf_free(&last_msg);
+    kt_node_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -784,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_spoofed_sender_closes),
         cmocka_unit_test(test_monitor_foreign_target_closes),
         cmocka_unit_test(test_unused_peers_are_swept),
+        cmocka_unit_test(test_down_and_exit_messages),
     };
     return cmocka_run_group_tests_name("proc", tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@ struct config {
     unsigned max_connections;
     unsigned max_depth;
     int exit_on_stdin_eof;
+    int inet6;           /* connect out over IPv6 (erl's -proto_dist inet6_tcp) */
     /* TLS (issue 4) */
     const char *tls_cert, *tls_key, *tls_cacert;
     int tls_verify_peer;

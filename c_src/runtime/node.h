@@ -14,6 +14,7 @@
 #include "proto/ext.h"
 #include "base/loop.h"
 #include "proto/term.h"
+#include "wire/brake.h"
 
 struct conn;
 struct mon;
@@ -50,18 +51,6 @@ struct peer {
     bool sweep;              /* on node->sweep */
 };
 
-/* Failed handshakes per source address (a small fixed table: an attacker
- * can only evict entries, never grow it). */
-#define NODE_FAIL_SLOTS 256
-#define NODE_FAIL_LIMIT 10       /* failures in the window before throttling */
-#define NODE_FAIL_WINDOW_MS 60000
-struct failrec {
-    uint32_t ip;
-    uint32_t count;
-    uint64_t since;
-    uint64_t last_try;
-};
-
 struct node {
     struct config *cfg;
     struct loop *loop;
@@ -94,7 +83,7 @@ struct node {
     void *tls_ctx;          /* SSL_CTX when TLS is on */
     bool stopping;
     int exit_code;
-    struct failrec fails[NODE_FAIL_SLOTS];
+    struct brake brake;     /* wrong-digest penalties per source address */
 };
 
 /* Set up (listen, register with epmd, start processes); 0 or exit code. */
@@ -169,10 +158,6 @@ struct dist_msg;
 void node_handle(struct node *n, struct peer *p, const struct dist_msg *m);
 /* From conn.c: connection state changes. */
 void node_conn_up(struct node *n, struct conn *c);
-/* Cookie brute-force brake: after NODE_FAIL_LIMIT wrong digests from one
- * address within the window, that address gets one handshake per second. */
-void node_auth_failed(struct node *n, uint32_t ip, const char *addr);
-bool node_ip_throttled(struct node *n, uint32_t ip);
 /* Acceptor: decide the status for the peer's name (always answers). */
 void node_conn_status(struct node *n, struct conn *c);
 void node_conn_down(struct node *n, struct conn *c);

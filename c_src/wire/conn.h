@@ -7,10 +7,12 @@
 
 #include <stdbool.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "base/buf.h"
 #include "proto/hs.h"
+#include "wire/brake.h"
 
 struct node;
 struct peer;
@@ -44,8 +46,11 @@ struct conn {
     struct buf epmd_buf;        /* owned: epmd reply bytes */
     bool epmd_sent;             /* PORT_PLEASE2 written */
     char addr[80];              /* peer address for logs */
-    uint32_t ip;                /* incoming: source address (network order) */
-    struct sockaddr_in sa;      /* outgoing: the peer's address */
+    struct brake_key key;       /* incoming: source address, as the brake keys it */
+    struct brake_hold hold;     /* incoming: on while the verdict is held */
+    uint64_t t_verdict;         /* loop timer: the held verdict is due */
+    struct sockaddr_storage sa; /* outgoing: the peer's address (IPv4 or IPv6) */
+    socklen_t sa_len;
     struct peer *peer;          /* outgoing: from the start; incoming: once proven */
     struct hs hs;
     struct tls *tls;            /* NULL for plain TCP */
@@ -60,8 +65,10 @@ struct conn {
     bool over_cap;              /* output cap exceeded: close at turn end */
 };
 
-/* Incoming TCP connection accepted by the node. */
-struct conn *conn_accept(struct node *n, int fd, const char *addr);
+/* Incoming TCP connection accepted by the node from sa (IPv4 or IPv6). */
+struct conn *conn_accept(struct node *n, int fd, const struct sockaddr *sa);
+/* "1.2.3.4:port" (IPv4 and IPv4-mapped) or "[::1]:port", for logs. */
+const char *conn_addr_str(const struct sockaddr *sa, char *out, size_t n);
 /* Outgoing connection to p (epmd lookup, connect, handshake). */
 struct conn *conn_connect(struct node *n, struct peer *p);
 /* Buffer to build one frame in (dist_frame_begin/end), then conn_frame_done. */

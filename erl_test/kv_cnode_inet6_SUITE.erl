@@ -11,7 +11,8 @@
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1,
          init_per_testcase/2, end_per_testcase/2]).
 -export([beam_inet6_to_cnode_literal/1, beam_inet6_to_cnode_short_host/1,
-         cnode_inet6_connects_out/1, cnode_without_inet6_cannot_resolve/1,
+         cnode_inet6_connects_out/1, cnode_inet6_connects_out_short_host/1,
+         cnode_without_inet6_cannot_resolve/1,
          beam_inet6_tls_to_cnode/1, cnode_inet6_tls_connects_out/1]).
 
 -define(LIB, kv_cnode_test_lib).
@@ -23,7 +24,8 @@ suite() -> [{timetrap, {minutes, 5}}].
 
 all() ->
     [beam_inet6_to_cnode_literal, beam_inet6_to_cnode_short_host,
-     cnode_inet6_connects_out, cnode_without_inet6_cannot_resolve,
+     cnode_inet6_connects_out, cnode_inet6_connects_out_short_host,
+     cnode_without_inet6_cannot_resolve,
      beam_inet6_tls_to_cnode, cnode_inet6_tls_connects_out].
 
 init_per_suite(Config) ->
@@ -128,6 +130,17 @@ cnode_inet6_connects_out(_Config) ->
     true = ?LIB:wait_line(H, ?LIB:up_line(BNode), 10000),
     assert_v6_line(H),
     true = lists:member(KvNode, pcall(P, erlang, nodes, [hidden])),
+    ok = exercise(P, KvNode),
+    ok.
+
+%% kv_cnode --sname --inet6 --connect b@thishost: this host's name is ::1
+%% for IPv6, as OTP's inet:gethostbyname_self makes it for an inet6_tcp
+%% node (here /etc/hosts maps it to IPv4 only).
+cnode_inet6_connects_out_short_host(_Config) ->
+    P = {_, BNode} = peer6(["-sname", ?LIB:unique("sb6")], "inet6_tcp", []),
+    H = #{node := KvNode} = cnode(["--inet6", "--connect", atom_to_list(BNode)], short),
+    true = ?LIB:wait_line(H, ?LIB:up_line(BNode), 10000),
+    assert_v6_line(H),
     ok = exercise(P, KvNode),
     ok.
 

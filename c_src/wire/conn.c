@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -155,6 +156,37 @@ struct conn *conn_accept(struct node *n, int fd, const struct sockaddr *sa)
 
 /* --- outgoing: epmd lookup, then connect --- */
 
+/* This host's own name is loopback in the family asked for, as OTP's
+ * inet:gethostbyname_self makes it (erl -proto_dist inet6_tcp reaches
+ * a@thishost over ::1 although /etc/hosts may map the name to IPv4 only). */
+static int resolve_self(const char *host, int family, struct sockaddr_storage *sa,
+                        socklen_t *len)
+{
+    char self[256];
+    if (gethostname(self, sizeof self) != 0)
+        return -1;
+    self[sizeof self - 1] = 0;
+    size_t hl = strlen(host);
+    char *dot = strchr(self, '.');
+    bool same = strcasecmp(host, self) == 0 ||
+                (dot && (size_t)(dot - self) == hl && strncasecmp(host, self, hl) == 0);
+    if (!same)
+        return -1;
+    memset(sa, 0, sizeof *sa);
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)sa;
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_loopback;
+        *len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)sa;
+        a->sin_family = AF_INET;
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        *len = sizeof *a;
+    }
+    return 0;
+}
+
 /* The peer's host for family (AF_INET, or AF_INET6 with --inet6, as erl's
  * inet6_tcp resolves it: an IPv6 address, an IPv6 literal, no fallback). */
 static int resolve_host(const char *host, int family, struct sockaddr_storage *sa,
@@ -164,7 +196,7 @@ static int resolve_host(const char *host, int family, struct sockaddr_storage *s
     hints.ai_family = family;
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
-        return -1;
+        return resolve_self(host, family, sa, len);
     if (res->ai_addrlen > sizeof *sa) {
         freeaddrinfo(res);
         return -1;

@@ -256,7 +256,7 @@ unknown_flags_accepted(_Config) ->
 %% right cookie on the same address gets pong on its first ping: nothing
 %% is refused, the verdict only waits (at most 1 s).  RSS grows < 50 MB.
 wrong_digest_brake_3000(_Config) ->
-    H = start_kv([]),
+    H = start_env([], asan_env()),
     N = node_of(H),
     Port = ?LIB:port(H),
     RSS0 = ?LIB:vm_kb(H, "VmRSS"),
@@ -275,7 +275,7 @@ wrong_digest_brake_3000(_Config) ->
     0 = gen_server:call(?LIB:registry(N), count),
     RSS1 = ?LIB:vm_kb(H, "VmRSS"),
     ct:pal("VmRSS ~p kB -> ~p kB", [RSS0, RSS1]),
-    true = RSS1 - RSS0 < 50 * 1024,
+    mem_assert(RSS1 - RSS0 < 50 * 1024),
     ok.
 
 %% 200 guessers run in parallel from 127.0.0.1 (each one guess after
@@ -283,7 +283,7 @@ wrong_digest_brake_3000(_Config) ->
 %% address pings and gets pong.  The guess rate the address gets is
 %% reported; RSS grows < 50 MB.
 wrong_digest_brake_200_parallel(_Config) ->
-    H = start_kv([]),
+    H = start_env([], asan_env()),
     N = node_of(H),
     Port = ?LIB:port(H),
     RSS0 = ?LIB:vm_kb(H, "VmRSS"),
@@ -304,7 +304,7 @@ wrong_digest_brake_200_parallel(_Config) ->
            "VmRSS ~p kB -> ~p kB", [Pong, PingMs, Rate, RSS0, RSS1]),
     pong = Pong,
     true = Rate < 400,                    % the bound: 256 verdicts per second
-    true = RSS1 - RSS0 < 50 * 1024,
+    mem_assert(RSS1 - RSS0 < 50 * 1024),
     ok.
 
 guesser(Port, Counter, Owner) ->

@@ -3,6 +3,7 @@
  * random uppercase letters and mode 0400 when missing. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -25,6 +26,7 @@ static const char *usage =
     "  --net-ticktime S        seconds (default 60)\n"
     "  --setup-time MS         handshake deadline in ms (default 7000)\n"
     "  --connect NODE          connect to NODE at start (repeatable)\n"
+    "  --inet6                 connect out over IPv6, as erl -proto_dist inet6_tcp\n"
     "  --registry NAME         registered name of the registry (default Elixir.KV.Registry)\n"
     "  --counter NAME          also serve a counter process registered as NAME\n"
     "  --max-message-bytes N   largest frame accepted (default 134217728)\n"
@@ -41,7 +43,7 @@ static const char *usage =
 enum {
     O_SNAME = 256, O_NAME, O_COOKIE, O_COOKIE_FILE, O_PORT, O_TICK, O_SETUP, O_CONNECT,
     O_REGISTRY, O_COUNTER, O_MAXMSG, O_MAXOUT, O_MAXCONN, O_DEPTH, O_STDIN, O_TLS_CERT, O_TLS_KEY,
-    O_TLS_CA, O_TLS_VERIFY, O_TLS_MIN, O_LOG, O_HELP, O_VERSION
+    O_TLS_CA, O_TLS_VERIFY, O_TLS_MIN, O_LOG, O_HELP, O_VERSION, O_INET6
 };
 
 static const struct option opts[] = {
@@ -53,6 +55,7 @@ static const struct option opts[] = {
     {"net-ticktime", required_argument, 0, O_TICK},
     {"setup-time", required_argument, 0, O_SETUP},
     {"connect", required_argument, 0, O_CONNECT},
+    {"inet6", no_argument, 0, O_INET6},
     {"registry", required_argument, 0, O_REGISTRY},
     {"counter", required_argument, 0, O_COUNTER},
     {"max-message-bytes", required_argument, 0, O_MAXMSG},
@@ -104,8 +107,17 @@ static int valid_alive(const char *s, size_t n)
     return 1;
 }
 
+/* An IPv6 literal host (kv@::1), as inet6_tcp_dist takes one. */
+static int ipv6_literal(const char *s)
+{
+    struct in6_addr a;
+    return inet_pton(AF_INET6, s, &a) == 1;
+}
+
 static int valid_host(const char *s)
 {
+    if (ipv6_literal(s))
+        return 1;
     size_t n = strlen(s);
     if (n == 0 || n > 200)
         return 0;
@@ -298,6 +310,7 @@ int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t er
             cfg->node.max_depth = (unsigned)v;
             break;
         case O_STDIN: cfg->exit_on_stdin_eof = 1; break;
+        case O_INET6: cfg->node.inet6 = 1; break;
         case O_TLS_CERT: cfg->node.tls_cert = a; break;
         case O_TLS_KEY: cfg->node.tls_key = a; break;
         case O_TLS_CA: cfg->node.tls_cacert = a; break;

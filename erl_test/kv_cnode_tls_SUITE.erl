@@ -19,6 +19,8 @@
          verify_none_accepts_no_cert/1, big_value_and_many_calls/1,
          tls13/1, tls12/1, not_plaintext_on_wire/1, handshake_timeout/1,
          startup_errors/1, host_name_checked/1]).
+%% The PKI, shared with kv_cnode_inet6_SUITE.
+-export([make_pki/1, optfile/3]).
 %% Run on peers.
 -export([registry_and_bucket/1, big_value/2, many_calls/3, put_get/3, sleeper/0]).
 %% epmd module callbacks, for peers started with -epmd_module ?MODULE.
@@ -75,7 +77,7 @@ make_pki(Dir) ->
         "basicConstraints=critical,CA:FALSE\n",
         "keyUsage=critical,digitalSignature,keyEncipherment\n",
         "extendedKeyUsage=serverAuth,clientAuth\n",
-        "subjectAltName=DNS:", Host, ",DNS:localhost,IP:127.0.0.1\n"]),
+        "subjectAltName=DNS:", Host, ",DNS:localhost,IP:127.0.0.1,IP:::1,DNS:::1\n"]), % OTP 25 checks an IPv6-literal host as a DNS name
     make_ca(Dir, "ca"),
     make_ca(Dir, "ca2"),
     make_cert(Dir, "cnode", "ca", "2"),

@@ -319,11 +319,6 @@ static void on_conn_frame(void *owner, struct conn *c, const struct dist_msg *m)
 {
     node_handle(owner, c->peer, m);
 }
-static void on_conn_auth_failed(void *owner, struct conn *c)
-{
-    node_auth_failed(owner, c->ip, c->addr);
-}
-
 /* What every connection of this node reports through (n->wire.ops). */
 static const struct conn_ops node_conn_ops = {
     .connecting = on_conn_connecting,
@@ -331,43 +326,7 @@ static const struct conn_ops node_conn_ops = {
     .down = on_conn_down,
     .frame = on_conn_frame,
     .status = on_conn_status,
-    .auth_failed = on_conn_auth_failed,
 };
-
-/* --- failed-handshake brake --- */
-
-static struct failrec *fail_slot(struct node *n, uint32_t ip)
-{
-    uint32_t h = (ip * 0x9E3779B1u) >> 24;
-    return &n->fails[h % NODE_FAIL_SLOTS];
-}
-
-void node_auth_failed(struct node *n, uint32_t ip, const char *addr)
-{
-    struct failrec *f = fail_slot(n, ip);
-    uint64_t now = loop_now(n->loop);
-    if (f->ip != ip || now - f->since > NODE_FAIL_WINDOW_MS) {
-        f->ip = ip;
-        f->count = 0;
-        f->since = now;
-    }
-    if (++f->count == NODE_FAIL_LIMIT)
-        LOGW("%u failed handshakes from %s within %u s: throttling it to one attempt per second",
-             NODE_FAIL_LIMIT, addr, NODE_FAIL_WINDOW_MS / 1000);
-}
-
-bool node_ip_throttled(struct node *n, uint32_t ip)
-{
-    struct failrec *f = fail_slot(n, ip);
-    uint64_t now = loop_now(n->loop);
-    if (f->ip != ip || f->count < NODE_FAIL_LIMIT || now - f->since > NODE_FAIL_WINDOW_MS)
-        return false;
-    if (now - f->last_try >= 1000) {
-        f->last_try = now;
-        return false;
-    }
-    return true;
-}
 
 /* --- listener --- */
 
@@ -382,7 +341,7 @@ static void on_accept(struct loop *l, int fd, int ev, void *data)
 {
     struct node *n = data;
     for (int i = 0; i < 64; i++) {
-        struct sockaddr_in sa;
+        struct sockaddr_storage sa;
         socklen_t sl = sizeof sa;
         int cfd = accept4(fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
@@ -402,41 +361,65 @@ static void on_accept(struct loop *l, int fd, int ev, void *data)
             return;
         }
         if (n->stopping || n->wire.nconns >= n->cfg->max_connections) {
+            char addr[80];
             LOGW("connection from %s refused: --max-connections %u reached",
-                 inet_ntoa(sa.sin_addr), n->cfg->max_connections);
+                 conn_addr_str((struct sockaddr *)&sa, addr, sizeof addr),
+                 n->cfg->max_connections);
             close(cfd);
             continue;
         }
-        if (node_ip_throttled(n, sa.sin_addr.s_addr)) {
-            close(cfd);
-            continue;
-        }
-        char addr[80];
-        snprintf(addr, sizeof addr, "%s:%u", inet_ntoa(sa.sin_addr), ntohs(sa.sin_port));
-        struct conn *c = conn_accept(&n->wire, cfd, addr);
-        if (c)
-            c->ip = sa.sin_addr.s_addr;
+        /* Never refused for wrong digests: the brake holds verdicts (conn.c). */
+        conn_accept(&n->wire, cfd, (struct sockaddr *)&sa);
     }
+}
+
+/* Dual stack: one IPv6 socket that takes IPv4 too (as mapped addresses);
+ * IPv4 only when the host has no IPv6 at all. */
+static int listen_socket(struct node *n, int family)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&ss;
+        sa->sin6_family = AF_INET6;
+        sa->sin6_addr = in6addr_any;
+        sa->sin6_port = htons((uint16_t)n->cfg->port);
+        sl = sizeof *sa;
+    } else {
+        struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+        sa->sin_family = AF_INET;
+        sa->sin_addr.s_addr = htonl(INADDR_ANY);
+        sa->sin_port = htons((uint16_t)n->cfg->port);
+        sl = sizeof *sa;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    n->port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                       : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
 }
 
 static int listen_on(struct node *n)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = listen_socket(n, AF_INET6);
+    if (fd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL || errno == EPROTONOSUPPORT)) {
+        LOGW("no IPv6 on this host (%s): listening on IPv4 only", strerror(errno));
+        fd = listen_socket(n, AF_INET);
+    }
     if (fd < 0)
         return -1;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_ANY);
-    sa.sin_port = htons((uint16_t)n->cfg->port);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1024) < 0) {
-        close(fd);
-        return -1;
-    }
-    socklen_t sl = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    n->port = ntohs(sa.sin_port);
     n->listen_fd = fd;
     return loop_add_fd(n->loop, fd, LOOP_READ, on_accept, n);
 }
@@ -450,23 +433,37 @@ static uint16_t epmd_port_env(void)
     return (p > 0 && p < 65536) ? (uint16_t)p : EPMD_DEFAULT_PORT;
 }
 
-static int epmd_dial(void)
+/* epmd on this host: over IPv6 (::1) with --inet6, as erl_epmd registers
+ * an inet6_tcp node; 127.0.0.1 otherwise, or when ::1 does not answer. */
+static int epmd_dial(const struct node *n)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = htons(epmd_port_env());
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    for (int v6 = n->cfg->inet6; v6 >= 0; v6--) {
+        int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        struct sockaddr_storage ss = {0};
+        socklen_t sl;
+        if (v6) {
+            struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&ss;
+            sa->sin6_family = AF_INET6;
+            sa->sin6_addr = in6addr_loopback;
+            sa->sin6_port = htons(epmd_port_env());
+            sl = sizeof *sa;
+        } else {
+            struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+            sa->sin_family = AF_INET;
+            sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            sa->sin_port = htons(epmd_port_env());
+            sl = sizeof *sa;
+        }
+        struct timeval tv = {5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (connect(fd, (struct sockaddr *)&ss, sl) == 0)
+            return fd;
         close(fd);
-        return -1;
     }
-    return fd;
+    return -1;
 }
 
 static void start_epmd_daemon(void)
@@ -492,7 +489,7 @@ static void start_epmd_daemon(void)
 /* Register; 0 ok, 1 name taken, -1 epmd unreachable or garbage. */
 static int epmd_register(struct node *n, uint32_t *creation)
 {
-    int fd = epmd_dial();
+    int fd = epmd_dial(n);
     if (fd < 0)
         return -1;
     struct buf req;
@@ -596,6 +593,7 @@ static int node_init_tables(struct node *n, const struct node_opts *cfg, struct 
         n->hash_seed = *seed;
     else if (RAND_bytes((unsigned char *)&n->hash_seed, sizeof n->hash_seed) != 1)
         return 1;
+    brake_init(&n->wire.brake, n->hash_seed);
     n->cappeers = 64;
     n->peers = calloc(n->cappeers, sizeof *n->peers);
     n->npeers = 1; /* index 0 is this node */
@@ -616,6 +614,7 @@ static int node_init_tables(struct node *n, const struct node_opts *cfg, struct 
     w->max_out_bytes = cfg->max_out_bytes;
     w->lim = &n->lim;
     w->tls_verify_peer = cfg->tls_verify_peer;
+    w->inet6 = cfg->inet6;
     buf_reserve(&n->scratch, 64 * 1024);
     return 0;
 }

@@ -41,22 +41,11 @@ struct node_opts {
     uint64_t max_out_bytes;
     unsigned max_connections;
     unsigned max_depth;
+    int inet6;           /* connect out over IPv6 (erl's -proto_dist inet6_tcp) */
     /* TLS (issue 4) */
     const char *tls_cert, *tls_key, *tls_cacert;
     int tls_verify_peer;
     int tls_min_version; /* 12 or 13 */
-};
-
-/* Failed handshakes per source address (a small fixed table: an attacker
- * can only evict entries, never grow it). */
-#define NODE_FAIL_SLOTS 256
-#define NODE_FAIL_LIMIT 10       /* failures in the window before throttling */
-#define NODE_FAIL_WINDOW_MS 60000
-struct failrec {
-    uint32_t ip;
-    uint32_t count;
-    uint64_t since;
-    uint64_t last_try;
 };
 
 struct node {
@@ -85,7 +74,6 @@ struct node {
     struct buf canon;       /* reused for canonical names and keys */
     bool stopping;
     int exit_code;
-    struct failrec fails[NODE_FAIL_SLOTS];
 };
 
 /* Set up (listen, register with epmd, connect --connect peers); 0 or exit
@@ -104,10 +92,6 @@ void node_free(struct node *n);
 /* Connection state changes (conn_ops.up, .down, .status, .auth_failed:
  * node.c's table given to every connection through n->wire). */
 void node_conn_up(struct node *n, struct conn *c);
-/* Cookie brute-force brake: after NODE_FAIL_LIMIT wrong digests from one
- * address within the window, that address gets one handshake per second. */
-void node_auth_failed(struct node *n, uint32_t ip, const char *addr);
-bool node_ip_throttled(struct node *n, uint32_t ip);
 /* Acceptor: decide the status for the peer's name (always answers). */
 void node_conn_status(struct node *n, struct conn *c);
 void node_conn_down(struct node *n, struct conn *c);

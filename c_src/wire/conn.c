@@ -11,9 +11,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -48,6 +50,7 @@ static void on_setup_timeout(struct loop *l, uint64_t id, void *data);
 static void on_tick(struct loop *l, uint64_t id, void *data);
 static void process_input(struct conn *c);
 static void drive_tls(struct conn *c);
+static void process_frames(struct conn *c);
 
 static void set_nonblock(int fd)
 {
@@ -104,7 +107,28 @@ static void start_handshake_connect(struct conn *c)
     buf_reset(&c->hs.out);
 }
 
-struct conn *conn_accept(struct conn_host *h, int fd, const char *addr)
+const char *conn_addr_str(const struct sockaddr *sa, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) /* an IPv4 peer on the dual-stack socket */
+            inet_ntop(AF_INET, a->sin6_addr.s6_addr + 12, ip, sizeof ip);
+        else
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(out, n, IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) ? "%s:%u" : "[%s]:%u", ip,
+                 ntohs(a->sin6_port));
+    } else {
+        snprintf(out, n, "?");
+    }
+    return out;
+}
+
+struct conn *conn_accept(struct conn_host *h, int fd, const struct sockaddr *sa)
 {
     struct conn *c = conn_new(h, false);
     if (!c) {
@@ -113,7 +137,8 @@ struct conn *conn_accept(struct conn_host *h, int fd, const char *addr)
     }
     set_nonblock(fd);
     c->fd = fd;
-    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    conn_addr_str(sa, c->addr, sizeof c->addr);
+    brake_key_from_sa(&c->key, sa);
     loop_add_fd(h->loop, fd, LOOP_READ, on_io, c);
     if (h->tls) {
         c->tls = tls_new(h, fd, false);
@@ -131,16 +156,64 @@ struct conn *conn_accept(struct conn_host *h, int fd, const char *addr)
 
 /* --- outgoing: epmd lookup, then connect --- */
 
-static int resolve_host(const char *host, struct sockaddr_in *sa)
+/* This host's own name is loopback in the family asked for, as OTP's
+ * inet:gethostbyname_self makes it (erl -proto_dist inet6_tcp reaches
+ * a@thishost over ::1 although /etc/hosts may map the name to IPv4 only). */
+static int resolve_self(const char *host, int family, struct sockaddr_storage *sa,
+                        socklen_t *len)
+{
+    char self[256];
+    if (gethostname(self, sizeof self) != 0)
+        return -1;
+    self[sizeof self - 1] = 0;
+    size_t hl = strlen(host);
+    char *dot = strchr(self, '.');
+    bool same = strcasecmp(host, self) == 0 ||
+                (dot && (size_t)(dot - self) == hl && strncasecmp(host, self, hl) == 0);
+    if (!same)
+        return -1;
+    memset(sa, 0, sizeof *sa);
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)sa;
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_loopback;
+        *len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)sa;
+        a->sin_family = AF_INET;
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        *len = sizeof *a;
+    }
+    return 0;
+}
+
+/* The peer's host for family (AF_INET, or AF_INET6 with --inet6, as erl's
+ * inet6_tcp resolves it: an IPv6 address, an IPv6 literal, no fallback). */
+static int resolve_host(const char *host, int family, struct sockaddr_storage *sa,
+                        socklen_t *len)
 {
     struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_INET;
+    hints.ai_family = family;
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return resolve_self(host, family, sa, len);
+    if (res->ai_addrlen > sizeof *sa) {
+        freeaddrinfo(res);
         return -1;
-    memcpy(sa, res->ai_addr, sizeof *sa);
+    }
+    memset(sa, 0, sizeof *sa);
+    memcpy(sa, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+static void set_port(struct sockaddr_storage *sa, uint16_t port)
+{
+    if (sa->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)sa)->sin_port = htons(port);
 }
 
 static uint16_t epmd_port(void)
@@ -160,21 +233,24 @@ struct conn *conn_connect(struct conn_host *h, const char *name, void *peer)
     h->ops->connecting(h->owner, c);
     snprintf(c->addr, sizeof c->addr, "%s", c->name);
     const char *at = strchr(c->name, '@');
-    struct sockaddr_in sa;
-    if (!at || resolve_host(at + 1, &sa) != 0) {
-        conn_close(c, "cannot resolve host");
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    int family = h->inet6 ? AF_INET6 : AF_INET;
+    if (!at || resolve_host(at + 1, family, &sa, &sl) != 0) {
+        conn_close(c, family == AF_INET6 ? "cannot resolve host for IPv6" : "cannot resolve host");
         return NULL;
     }
     c->sa = sa; /* the peer's host; its port comes from epmd */
-    sa.sin_port = htons(epmd_port());
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c->sa_len = sl;
+    set_port(&sa, epmd_port()); /* epmd on the peer's host, same family (erl_epmd) */
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         conn_close(c, "socket failed");
         return NULL;
     }
     c->epmd_fd = fd;
     c->state = CS_RESOLVE;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (struct sockaddr *)&sa, sl) < 0 && errno != EINPROGRESS) {
         conn_close(c, "cannot reach epmd on the peer's host");
         return NULL;
     }
@@ -185,10 +261,10 @@ struct conn *conn_connect(struct conn_host *h, const char *name, void *peer)
 static void connect_to_port(struct conn *c, uint16_t port)
 {
     struct conn_host *h = c->host;
-    struct sockaddr_in sa = c->sa;
-    sa.sin_port = htons(port);
-    snprintf(c->addr, sizeof c->addr, "%s:%u", inet_ntoa(sa.sin_addr), port);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage sa = c->sa;
+    set_port(&sa, port);
+    conn_addr_str((struct sockaddr *)&sa, c->addr, sizeof c->addr);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         conn_close(c, "socket failed");
         return;
@@ -196,7 +272,7 @@ static void connect_to_port(struct conn *c, uint16_t port)
     set_nonblock(fd);
     c->fd = fd;
     c->state = CS_CONNECT;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (struct sockaddr *)&sa, c->sa_len) < 0 && errno != EINPROGRESS) {
         conn_close(c, "connect failed");
         return;
     }
@@ -395,7 +471,7 @@ static int flush(struct conn *c)
 
 static void update_write_interest(struct conn *c)
 {
-    if (c->fd < 0 || c->state == CS_CLOSED || c->state == CS_CONNECT)
+    if (c->fd < 0 || c->state == CS_CLOSED || c->state == CS_CONNECT || c->hold.on)
         return;
     bool want = c->out.head != NULL || (c->tls && tls_wants_write(c));
     if (want != c->want_write) {
@@ -513,8 +589,6 @@ static void hs_failed(struct conn *c)
     switch (h->err) {
     case HS_E_DIGEST:
         LOGW("connection attempt from %s (node %s) refused: wrong cookie", c->addr, who);
-        if (!c->outgoing)
-            c->host->ops->auth_failed(c->host->owner, c);
         break;
     case HS_E_FLAGS: {
         char names[256];
@@ -532,12 +606,82 @@ static void hs_failed(struct conn *c)
     conn_close(c, NULL);
 }
 
+/* --- the brake: holding the acceptor's verdict (see brake.h) --- */
+
+static void on_verdict_due(struct loop *l, uint64_t id, void *data);
+
+static struct conn *conn_of_hold(struct brake_hold *h)
+{
+    return (struct conn *)((char *)h - offsetof(struct conn, hold));
+}
+
+/* The acceptor has just judged the peer's digest: HS_DONE with the `a`
+ * packet waiting in hs.out, or HS_FAILED with HS_E_DIGEST (the verdict is
+ * the close).  While the address is under penalty the verdict waits; the
+ * delay is read before this digest counts, so right and wrong wait alike.
+ * True when held: nothing is sent and the socket is not read until
+ * on_verdict_due. */
+static bool hold_verdict(struct conn *c)
+{
+    struct conn_host *h = c->host;
+    uint64_t now = loop_now(h->loop);
+    uint32_t d = brake_delay(&h->brake, &c->key, now);
+    if (c->hs.state == HS_FAILED && brake_failed(&h->brake, &c->key, now))
+        LOGW("%d wrong digests in a few seconds from %s: handshake verdicts from its address "
+             "now wait up to %u ms (connections are still accepted)",
+             BRAKE_FREE, c->addr, BRAKE_MAX_DELAY_MS);
+    if (d == 0)
+        return false;
+    struct brake_hold *old = brake_hold(&h->brake, &c->hold, &c->key, now);
+    if (!c->hold.on)
+        return false;
+    if (old) {
+        /* Over the bound: the oldest held closes without its verdict,
+         * whatever its digest, so the close tells its sender nothing. */
+        struct conn *o = conn_of_hold(old);
+        LOGD("connection from %s: more than %u handshakes held for its address, "
+             "closed without a verdict", o->addr, BRAKE_HELD_MAX);
+        conn_close(o, NULL);
+    }
+    c->t_verdict = loop_timer_add(h->loop, d, on_verdict_due, c);
+    /* No reading while held (the peer waits for our answer anyway); a
+     * hang-up still reports and closes the connection (on_io). */
+    loop_mod_fd(h->loop, c->fd, 0);
+    return true;
+}
+
+static void on_verdict_due(struct loop *l, uint64_t id, void *data)
+{
+    struct conn *c = data;
+    c->t_verdict = 0;
+    brake_release(&c->host->brake, &c->hold);
+    if (c->state == CS_CLOSED)
+        return;
+    loop_mod_fd(l, c->fd, LOOP_READ | (c->want_write ? LOOP_WRITE : 0));
+    update_write_interest(c);
+    if (c->hs.state == HS_FAILED) {
+        hs_failed(c);
+        return;
+    }
+    drain_hs_out(c);
+    if (c->state == CS_CLOSED)
+        return;
+    handshake_done(c);
+    if (c->state == CS_UP && buf_avail(&c->in))
+        process_frames(c);
+}
+
 static void process_handshake(struct conn *c)
 {
     for (;;) {
+        enum hs_state before = c->hs.state;
         long k = hs_feed(&c->hs, buf_head(&c->in), buf_avail(&c->in));
         if (k > 0)
             buf_consume(&c->in, (size_t)k);
+        if (before == HS_A_RECV_REPLY &&
+            (c->hs.state == HS_DONE || (c->hs.state == HS_FAILED && c->hs.err == HS_E_DIGEST)) &&
+            hold_verdict(c))
+            return;
         if (c->hs.state == HS_FAILED || k < 0) {
             hs_failed(c);
             return;
@@ -646,6 +790,11 @@ static void on_io(struct loop *l, int fd, int ev, void *data)
     struct conn *c = data;
     if (c->state == CS_CLOSED)
         return;
+    if (c->hold.on) {
+        /* Only a hang-up or an error reports while the verdict is held. */
+        conn_close(c, NULL);
+        return;
+    }
     if (c->state == CS_CONNECT) {
         if (!(ev & LOOP_WRITE))
             return;
@@ -817,7 +966,9 @@ void conn_close(struct conn *c, const char *why)
              c->name[0] ? c->name : c->addr, why);
     loop_timer_del(h->loop, c->t_setup);
     loop_timer_del(h->loop, c->t_tick);
-    c->t_setup = c->t_tick = 0;
+    loop_timer_del(h->loop, c->t_verdict);
+    c->t_setup = c->t_tick = c->t_verdict = 0;
+    brake_release(&h->brake, &c->hold);
     if (c->epmd_fd >= 0) {
         loop_del_fd(h->loop, c->epmd_fd);
         close(c->epmd_fd);

@@ -9,12 +9,14 @@
 
 #include <stdbool.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "base/buf.h"
 #include "base/loop.h"
 #include "proto/hs.h"
 #include "proto/term.h"
+#include "wire/brake.h"
 
 struct conn;
 struct obuf;
@@ -35,8 +37,6 @@ struct conn_ops {
     void (*frame)(void *owner, struct conn *c, const struct dist_msg *m);
     /* Acceptor: answer the peer's name with conn_set_status. */
     void (*status)(void *owner, struct conn *c);
-    /* A wrong digest from incoming c (c->ip, c->addr). */
-    void (*auth_failed)(void *owner, struct conn *c);
 };
 
 /* The connections of one node: identity and limits for the handshake and
@@ -54,6 +54,8 @@ struct conn_host {
     bool tls;                   /* distribution over TLS (tls_ctx loaded) */
     bool tls_verify_peer;
     void *tls_ctx;              /* SSL_CTX when TLS is on */
+    bool inet6;                 /* connect out over IPv6 (--inet6) */
+    struct brake brake;         /* wrong-digest penalties per source address */
     struct conn *conns;         /* every connection, any state */
     uint32_t nconns;
     struct conn *dirty;         /* connections with output to flush this turn */
@@ -87,8 +89,11 @@ struct conn {
     struct buf epmd_buf;        /* owned: epmd reply bytes */
     bool epmd_sent;             /* PORT_PLEASE2 written */
     char addr[80];              /* peer address for logs */
-    uint32_t ip;                /* incoming: source address (network order) */
-    struct sockaddr_in sa;      /* outgoing: the peer's address */
+    struct brake_key key;       /* incoming: source address, as the brake keys it */
+    struct brake_hold hold;     /* incoming: on while the verdict is held */
+    uint64_t t_verdict;         /* loop timer: the held verdict is due */
+    struct sockaddr_storage sa; /* outgoing: the peer's address (IPv4 or IPv6) */
+    socklen_t sa_len;
     void *peer;                 /* the owner's record of the peer (opaque here):
                                    outgoing: from the start; incoming: once proven */
     char name[256];             /* the peer's node name once known, for logs */
@@ -105,8 +110,10 @@ struct conn {
     bool over_cap;              /* output cap exceeded: close at turn end */
 };
 
-/* Incoming TCP connection accepted by the owner. */
-struct conn *conn_accept(struct conn_host *h, int fd, const char *addr);
+/* Incoming TCP connection accepted by the owner from sa (IPv4 or IPv6). */
+struct conn *conn_accept(struct conn_host *h, int fd, const struct sockaddr *sa);
+/* "1.2.3.4:port" (IPv4 and IPv4-mapped) or "[::1]:port", for logs. */
+const char *conn_addr_str(const struct sockaddr *sa, char *out, size_t n);
 /* Outgoing connection to node name (epmd lookup, connect, handshake);
  * peer is the owner's record, kept in c->peer. */
 struct conn *conn_connect(struct conn_host *h, const char *name, void *peer);

@@ -2,6 +2,7 @@
 #   make          build build/kv_cnode
 #   make run      install what is missing, build, start the node (defaults)
 #   make test     install what is missing, build, run every unit and CT suite
+#   make otp-peers  Debian trees with OTP 27 and 29 for kv_cnode_otp_SUITE (cached)
 #   make unit     cmocka suites only;  make ct  Common Test suites only
 #   make bench    benchmark against the BEAM baseline (QUICK=1 for a short run)
 #   make memcheck the CT suites with kv_cnode under valgrind (zero errors, zero leaks)
@@ -74,8 +75,8 @@ ct: all $(BUILD)/tests/ei_peer
 	@KV_CNODE_BIN=$${KV_CNODE_BIN:-$(CURDIR)/$(BUILD)/kv_cnode} sh tools/run_ct.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory otp-peers || echo "otp-peers failed: kv_cnode_otp_SUITE will fail with the reason" >&2
+	@$(MAKE) --no-print-directory all unit
 ifneq ($(SANITIZE),1)
 	@$(MAKE) --no-print-directory fuzz-smoke
 endif

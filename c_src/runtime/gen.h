@@ -1,7 +1,7 @@
 /* gen.h - the gen_server protocol seen from a process on this node:
  * {'$gen_call', {From, Tag}, Req}, {'$gen_cast', Req}, {system, From, Msg}
  * and plain messages.  Owns: decoding those envelopes, replies {Tag, Reply}
- * (Tag kept byte-exact, so [alias|Ref] tags work), the sys protocol
+ * (Tag kept byte-exact; sent to the alias of an [alias|Ref] tag), the sys protocol
  * (get_state, get_status, terminate, suspend/resume, debug).  Calls the
  * behaviour of the process's kind; never touches a socket. */
 #ifndef KV_GEN_H

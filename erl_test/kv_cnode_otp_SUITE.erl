@@ -17,7 +17,7 @@
 -export([release/1, ping/1, registry_guide/1, bucket_calls/1, sys_messages/1,
          stop_reasons/1, monitors/1, links_trap_exit/1, late_reply_dropped/1,
          requests/1, kill9_peer/1, ticks/1, tls/1, connect_out/1, elixir_session/1,
-         ei_peer/1]).
+         ei_peer/1, cnode_clean/1]).
 
 -define(LIB, kv_cnode_test_lib).
 -define(REG(N), {'Elixir.KV.Registry', N}).
@@ -27,12 +27,12 @@ suite() -> [{timetrap, {minutes, 5}}].
 all() -> [{group, otp25}, {group, otp27}, {group, otp29}].
 
 shapes() ->
-    [release, ping, sys_messages, stop_reasons, late_reply_dropped, requests].
+    [release, ping, sys_messages, stop_reasons, late_reply_dropped, requests, cnode_clean].
 
 groups() ->
     Full = [release, ping, registry_guide, bucket_calls, sys_messages, stop_reasons,
             monitors, links_trap_exit, late_reply_dropped, requests, kill9_peer, ticks,
-            tls, connect_out, elixir_session, ei_peer],
+            tls, connect_out, elixir_session, ei_peer, cnode_clean],
     [{otp25, [], shapes()}, {otp27, [], Full}, {otp29, [], Full}].
 
 root() -> filename:dirname(filename:dirname(filename:absname(?FILE))).
@@ -391,3 +391,11 @@ ei_peer(Config) ->
     0 = Status,
     true = lists:member(<<"OK done">>, Lines),
     [] = [L || L <- Lines, binary:match(L, <<"FAIL">>) =/= nomatch].
+
+%% Last: the group's kv_cnode still serves and logged no warning or error
+%% (nothing a peer of this release sent was refused or misread).
+cnode_clean(Config) ->
+    H = ?config(kv, Config),
+    true = is_integer(gen_server:call(?REG(kvnode(Config)), count, 5000)),
+    [] = [L || L <- ?LIB:lines(H),
+               binary:match(L, [<<" warning:">>, <<" error:">>, <<"ERROR">>]) =/= nomatch].

@@ -67,6 +67,10 @@ init_per_group(G, Config) ->
 
 end_per_group(_G, Config) ->
     case ?config(peer, Config) of undefined -> ok; P -> stop_node(P) end,
+    case {?config(tree, Config), ?config(code, Config)} of
+        {T, C} when is_list(T), is_list(C) -> file:del_dir_r(filename:join(T, tl(C)));
+        _ -> ok
+    end,
     case ?config(kv, Config) of
         undefined -> ok;
         H ->
@@ -84,6 +88,7 @@ init_per_testcase(_TC, Config) ->
 end_per_testcase(_TC, _Config) ->
     [catch stop_node(N) || N <- take(nodes)],
     [catch ?LIB:stop(H) || H <- take(cnodes)],
+    [file:del_dir_r(D) || D <- take(dirs)],
     ok.
 
 remember(Key, V) -> put(Key, [V | case get(Key) of undefined -> []; L -> L end]), V.
@@ -112,6 +117,7 @@ tree_dir(Tree, Name) ->
     In = filename:join("/tmp", ?LIB:unique(Name)),
     Out = filename:join(Tree, tl(In)),
     ok = filelib:ensure_path(Out),
+    remember(dirs, Out),
     {In, Out}.
 
 %% Run a command in the tree (chroot), or on the host for 25.

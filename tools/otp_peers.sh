@@ -30,7 +30,10 @@ for rel in "$@"; do
     start=$(date +%s)
     ok=0
     for try in 1 2 3; do
-        rm -rf "$tree"
+        # An interrupted mmdebstrap may leave /proc, /sys or /dev mounted
+        # in the tree: unmount them, and never let rm cross into a mount.
+        grep -o " $tree/[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l
+        rm -rf --one-file-system "$tree"
         echo "otp_peers: building OTP $rel ($suite) in $tree, try $try (log $log)"
         if [ -n "$extra" ]; then
             mmdebstrap --variant=apt --include=$pkgs --aptopt='Acquire::Retries "5"' \
@@ -45,7 +48,7 @@ for rel in "$@"; do
     if [ $ok != 1 ]; then
         echo "otp_peers: OTP $rel tree could not be built; mmdebstrap said:" >&2
         tail -n 15 "$log" >&2
-        rm -rf "$tree"
+        rm -rf --one-file-system "$tree"
         status=1; continue
     fi
     cp /etc/hosts "$tree/etc/hosts"

@@ -2,6 +2,7 @@
 #   make          build build/kv_cnode
 #   make run      install what is missing, build, start the node (defaults)
 #   make test     install what is missing, build, run every unit and CT suite
+#   make otp-peers  Debian trees with OTP 27 and 29 for kv_cnode_otp_SUITE (cached)
 #   make unit     cmocka suites only;  make ct  Common Test suites only
 #   make bench    benchmark against the BEAM baseline (QUICK=1 for a short run)
 #   make memcheck the CT suites with kv_cnode under valgrind (zero errors, zero leaks)
@@ -12,7 +13,7 @@ CC      ?= cc
 BUILD   ?= build
 PKGS    := erlang-base erlang-dev erlang-ssl erlang-common-test erlang-eunit \
            elixir rebar3 libssl-dev libcmocka-dev clang libclang-rt-14-dev valgrind \
-           openssl
+           openssl mmdebstrap
 EI_DIR  := $(shell erl -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
@@ -31,7 +32,12 @@ OBJS    := $(patsubst c_src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 LIBOBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run test unit ct bench clean
+.PHONY: all deps run test unit ct bench clean otp-peers
+# Debian trees with OTP 27 (trixie) and OTP 29 (unstable) for
+# erl_test/kv_cnode_otp_SUITE (tools/otp_peers.sh); not under $(BUILD), so
+# SANITIZE=1 reuses them.  OTP_PEERS_DIR puts them elsewhere.
+OTP_PEERS_DIR ?= $(CURDIR)/build/otp
+export OTP_PEERS_DIR
 all: $(BUILD)/kv_cnode
 
 deps:
@@ -55,6 +61,9 @@ $(BUILD)/tests/%: tests/%.c tests/kvtest.h $(LIBOBJS) | $(BUILD)/tests
 $(BUILD)/tests/ei_peer: tests/peers/ei_peer.c | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(EI_DIR)/lib -lei -lpthread
 
+otp-peers:
+	@sh tools/otp_peers.sh $(OTP_PEERS_DIR) 27 29
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@epmd -names >/dev/null 2>&1 || epmd -daemon
@@ -67,6 +76,7 @@ ct: all $(BUILD)/tests/ei_peer
 	@KV_CNODE_BIN=$${KV_CNODE_BIN:-$(CURDIR)/$(BUILD)/kv_cnode} sh tools/run_ct.sh
 
 test: deps
+	@$(MAKE) --no-print-directory otp-peers || echo "otp-peers failed: kv_cnode_otp_SUITE will fail with the reason" >&2
 	@$(MAKE) --no-print-directory check-layers all unit
 ifneq ($(SANITIZE),1)
 	@$(MAKE) --no-print-directory fuzz-smoke

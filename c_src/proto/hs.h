@@ -44,6 +44,9 @@
 #define DFLAG_NAME_ME (1ULL << 33)
 #define DFLAG_V4_NC (1ULL << 34)
 #define DFLAG_ALIAS (1ULL << 35)
+/* OTP 28+ (erts dist.h: DFLAG_ALTACT_SIG, 0x20 << 32): ALTACT_SIG_SEND.  Never
+ * advertised by us; read only to tell an OTP 28+ caller apart (gen.c). */
+#define DFLAG_ALTACT_SIG (1ULL << 37)
 
 /* What an OTP 25 node requires of its peers; kv_cnode requires the same so
  * that OTP 25 ei/jinterface peers can still join.  OTP 26's additions

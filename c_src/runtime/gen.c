@@ -6,6 +6,7 @@
 #include <ei.h>
 
 #include "base/log.h"
+#include "proto/hs.h"
 #include "runtime/node.h"
 #include "runtime/proc.h"
 
@@ -39,10 +40,86 @@ static size_t reply_begin(struct node *n, struct span tag)
     return n->scratch.len;
 }
 
-static void reply_send(struct node *n, struct span from)
+/* The reference in a gen call tag: [alias|Ref] (gen:do_call, send_request)
+ * or [[alias|Ref]|_] (both shapes gen:reply sends to the alias; OTP
+ * lib/stdlib/src/gen.erl, identical in 25, 27 and 29).  False for any other
+ * tag (a plain Ref from an older or hand-made caller). */
+static bool alias_pair(struct cur *c, struct span *ref)
+{
+    uint32_t len;
+    if (!ext_get_list_header(c, &len) || len != 1 || !ext_atom_eq(c, "alias") ||
+        !ext_skip(c, NULL) || !ext_skip(c, ref))
+        return false;
+    struct cur r = cur_make(ref->p, ref->n);
+    struct ext_ref x;
+    return ext_get_ref(&r, &x) && cur_left(&r) == 0;
+}
+
+static bool tag_alias(struct span tag, struct span *ref)
+{
+    struct cur c = cur_make(tag.p, tag.n);
+    if (alias_pair(&c, ref))
+        return true;
+    c = cur_make(tag.p, tag.n);
+    uint32_t len;
+    return ext_get_list_header(&c, &len) && len == 1 && alias_pair(&c, ref);
+}
+
+bool gen_reply_by_alias(uint64_t peer_flags, struct span tag, struct span *alias)
+{
+    return (peer_flags & DFLAG_ALIAS) && tag_alias(tag, alias);
+}
+
+/* Which sys:get_state reply the caller's release expects.  stdlib's sys.erl
+ * get_state/1,2 take a bare State up to OTP 25 and {ok, State} from OTP 26
+ * on (read from the sys.beam of 25.2, 27.3 and 29.1: do_get_state returns
+ * Misc, then {ok, Misc}).  Nothing in the handshake tells 25 from 26/27:
+ * their flags are the same (0xD07DF7FBD sent by 25.2 and 27.3, captured
+ * here).  What differs is the call's own tag: from OTP 26 on, the alias of
+ * gen:do_call (erlang:monitor/3 with {alias, demonitor}) is a pid-reference
+ * (erts erl_bif_info/bif.c monitor(): erts_make_pid_ref; ERTS_PID_REF_NUMBERS
+ * = 5 words on 64-bit, erl_term.h) sent whole in NEWER_REFERENCE_EXT, which
+ * every peer accepts since DFLAG_V4_NC became mandatory in 26 (dist.h
+ * DFLAG_DIST_MANDATORY_26); OTP 25 sends it with 3 words (measured: 25.2 -> 3,
+ * 27.3 and 29.1 -> 5).  OTP 28+ also say so in the handshake:
+ * DFLAG_ALTACT_SIG (dist.h, new in 28; 29.1 sends it). */
+bool gen_sys_state_wrapped(uint64_t peer_flags, struct span tag)
+{
+    if (peer_flags & DFLAG_ALTACT_SIG)
+        return true;
+    struct span ref;
+    if (!tag_alias(tag, &ref))
+        return false;
+    struct cur r = cur_make(ref.p, ref.n);
+    struct ext_ref x;
+    return ext_get_ref(&r, &x) && x.len > 3;
+}
+
+/* The flags of the node a From pid lives on (0 when unknown). */
+static uint64_t caller_flags(struct node *n, struct span from)
+{
+    struct cur c = cur_make(from.p, from.n);
+    struct epid pid;
+    if (!node_get_pid(n, &c, &pid) || pid.node == 0)
+        return 0;
+    struct peer *p = node_peer(n, pid.node);
+    return p ? p->flags : 0;
+}
+
+/* {Tag, Reply} to the caller: to its alias when it has one, as gen:reply
+ * does (a reply after the caller's timeout is then dropped by its node),
+ * else to From's pid. */
+static void reply_send(struct node *n, uint32_t id, struct span from, struct span tag)
 {
     struct span msg = {n->scratch.data, n->scratch.len};
-    node_send_raw(n, from, msg);
+    struct span alias;
+    struct epid self;
+    if (gen_reply_by_alias(caller_flags(n, from), tag, &alias)) {
+        proc_pid(n, id, &self);
+        node_send_alias(n, from, &self, alias, msg);
+    } else {
+        node_send_raw(n, from, msg);
+    }
 }
 
 /* sys messages, answered as sys.erl's handle_system_msg would. */
@@ -54,13 +131,17 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
     uint32_t ar;
     reply_begin(n, tag);
     if (ext_atom_eq(&m, "get_state")) {
+        if (gen_sys_state_wrapped(caller_flags(n, from), tag)) {
+            ext_put_tuple(out, 2);
+            ext_put_atomz(out, "ok");
+        }
         put_state(n, p, id, out);
-        reply_send(n, from);
+        reply_send(n, id, from, tag);
         return;
     }
     if (ext_atom_eq(&m, "suspend") || ext_atom_eq(&m, "resume")) {
         ext_put_atomz(out, "ok");
-        reply_send(n, from);
+        reply_send(n, id, from, tag);
         return;
     }
     if (ext_atom_eq(&m, "get_status")) {
@@ -87,7 +168,7 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
         ext_put_nil(out);
         ext_put_nil(out);
         ext_put_nil(out);
-        reply_send(n, from);
+        reply_send(n, id, from, tag);
         return;
     }
     if (ext_get_tuple(&m, &ar)) {
@@ -101,7 +182,7 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
                 ext_put_tuple(out, 2);
                 ext_put_atomz(out, "error");
                 ext_put_atomz(out, "not_allowed");
-                reply_send(n, from);
+                reply_send(n, id, from, tag);
                 return;
             }
             ext_put_atomz(out, "ok");
@@ -109,13 +190,13 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
              * must not fire first.  Nothing leaves the node before the loop
              * turn ends, and by then proc_exit has told the spawner and
              * every local watcher (a name table drops it). */
-            reply_send(n, from);
+            reply_send(n, id, from, tag);
             proc_exit(n, id, reason);
             return;
         }
         if (ar == 2 && ext_atom_eq(&m, "debug")) {
             ext_put_atomz(out, "ok");
-            reply_send(n, from);
+            reply_send(n, id, from, tag);
             return;
         }
         if (ar == 2 && ext_atom_eq(&m, "replace_state")) {
@@ -130,7 +211,7 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
             ext_put_tuple(out, 2);
             ext_put_atomz(out, "error");
             ext_put_atomz(out, "notsup");
-            reply_send(n, from);
+            reply_send(n, id, from, tag);
             return;
         }
     }
@@ -140,7 +221,7 @@ static void system_msg(struct node *n, struct proc *p, uint32_t id, struct span 
     ext_put_tuple(out, 2);
     ext_put_atomz(out, "unknown_system_msg");
     buf_put(out, msg.p + msg.pos, cur_left(&msg));
-    reply_send(n, from);
+    reply_send(n, id, from, tag);
 }
 
 /* {From, Tag} with From a pid. */
@@ -198,7 +279,7 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         if ((g.state != state && !writeback(n, id, serial, &g)) || r == GEN_NOREPLY ||
             n->scratch.len == mark)
             return;
-        reply_send(n, from);
+        reply_send(n, id, from, tag);
         if (r == GEN_STOP)
             proc_exit(n, id, stop);
         return;

@@ -6,8 +6,8 @@
  * opaque here).
  * gen.c owns the gen_server protocol around the callbacks: decoding
  * {'$gen_call', {From, Tag}, Req}, {'$gen_cast', Req}, {system, From, Msg}
- * and plain messages, replies {Tag, Reply} (Tag kept byte-exact, so
- * [alias|Ref] tags work), the sys protocol (get_state, get_status,
+ * and plain messages, replies {Tag, Reply} (Tag kept byte-exact; sent to
+ * the alias of an [alias|Ref] tag), the sys protocol (get_state, get_status,
  * terminate, suspend/resume, debug).  proc.c turns monitors and links into
  * {'DOWN', Ref, process, Pid, Reason} and {'EXIT', Pid, Reason} messages. */
 #ifndef KV_GEN_H
@@ -123,6 +123,14 @@ bool gen_get_ref(struct gen *g, struct cur *c, struct eref *r);
  * callback's own use (canonical keys): valid until the callback returns. */
 uint64_t gen_seed(struct gen *g);
 struct buf *gen_tmp(struct gen *g);
+
+/* Reply shapes per caller, from the caller's handshake flags and the tag of
+ * its call (raw term bytes).  gen_reply_by_alias: reply by ALIAS_SEND to
+ * *alias (the ref in an [alias|Ref] tag), as gen:reply does, when the peer
+ * takes it (DFLAG_ALIAS).  gen_sys_state_wrapped: sys:get_state answers
+ * {ok, State} (OTP 26+) rather than a bare State (OTP 25); see gen.c. */
+bool gen_reply_by_alias(uint64_t peer_flags, struct span tag, struct span *alias);
+bool gen_sys_state_wrapped(uint64_t peer_flags, struct span tag);
 
 /* --- the runtime's side (node.c, tests) --- */
 

@@ -307,6 +307,33 @@ void node_send_raw(struct node *n, struct span to_pid, struct span msg)
         node_send(n, &to, msg);
 }
 
+/* ALIAS_SEND {33, From, Alias} + msg (erts dist.h DOP_ALIAS_SEND, for peers
+ * with DFLAG_ALIAS): the peer delivers msg only while Alias is active, so a
+ * reply to a caller that gave up (demonitor of the alias) is dropped there,
+ * as a BEAM gen_server's reply would be.  The alias lives on the node of
+ * to_pid (the caller that made it). */
+void node_send_alias(struct node *n, struct span to_pid, const struct epid *from,
+                     struct span alias, struct span msg)
+{
+    struct cur cu = cur_make(to_pid.p, to_pid.n);
+    struct epid to;
+    if (!node_get_pid(n, &cu, &to) || to.node == 0)
+        return;
+    struct peer *p = node_peer(n, to.node);
+    struct conn *c;
+    size_t st;
+    struct buf *b = p ? frame_begin(n, p, &c, &st) : NULL;
+    if (!b)
+        return; /* unreachable: dropped, as the BEAM does */
+    ext_put_tuple(b, 3);
+    buf_put(b, (const uint8_t[]){97, DOP_ALIAS_SEND}, 2);
+    node_put_pid(n, b, from);
+    buf_put(b, alias.p, alias.n);
+    ext_put_version(b);
+    buf_put(b, msg.p, msg.n);
+    frame_end(c, b, st);
+}
+
 static void put_small(struct buf *b, uint8_t v)
 {
     buf_put_u8(b, 97);

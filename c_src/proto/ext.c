@@ -196,10 +196,9 @@ bool ext_get_list_header(struct cur *c, uint32_t *n)
 
 bool ext_skip(struct cur *c, struct span *s)
 {
-    /* The frame's terms were walked with the real limits already; this walk
-     * only measures, so generous limits are safe. */
-    static const struct term_limits lim = {UINT32_MAX, UINT64_MAX};
-    long n = term_walk(cur_ptr(c), cur_left(c), &lim);
+    /* The frame's terms were walked with the real limits already; this
+     * only measures (still checked against the bytes left). */
+    long n = term_skip(cur_ptr(c), cur_left(c));
     if (n <= 0)
         return false;
     if (s) {

@@ -587,6 +587,131 @@ long term_walk_versioned(const uint8_t *p, size_t n, const struct term_limits *l
     return r < 0 ? r : r + 1;
 }
 
+/* ---- skipping -----------------------------------------------------------
+ * Measure one term without judging it: the walker above has already
+ * checked the frame, so what is left to do when a field is stepped over is
+ * to find its end.  Still bounded and checked on any input (every length is
+ * checked against the bytes left; the count of terms still owed never
+ * exceeds them), but with no stack, no limits and no UTF-8 or float checks:
+ * a term is a counter of owed sub-terms, each container adding its arity. */
+
+static bool skip_atom(struct cur *c)
+{
+    uint8_t tag;
+    size_t len;
+    return cur_u8(c, &tag) && is_atom_tag(tag) && atom_len(c, tag, &len) && cur_skip(c, len);
+}
+
+long term_skip(const uint8_t *p, size_t n)
+{
+    struct cur c = cur_make(p, n);
+    uint64_t owed = 1; /* terms still to skip; kept <= bytes left + 1 */
+    uint8_t tag, u8;
+    uint16_t u16;
+    uint32_t u32;
+    while (owed > 0) {
+        owed--;
+        if (!cur_u8(&c, &tag))
+            return TERM_E_SHORT;
+        uint64_t more = 0;
+        size_t fixed = 0;
+        switch (tag) {
+        case ETF_SMALL_INT: fixed = 1; break;
+        case ETF_INT: fixed = 4; break;
+        case ETF_SMALL_BIG:
+            if (!cur_u8(&c, &u8))
+                return TERM_E_SHORT;
+            fixed = (size_t)u8 + 1;
+            break;
+        case ETF_LARGE_BIG:
+            if (!cur_n32(&c, &u32))
+                return TERM_E_SHORT;
+            fixed = (size_t)u32 + 1;
+            break;
+        case ETF_FLOAT: fixed = FLOAT_EXT_LEN; break;
+        case ETF_NEW_FLOAT: fixed = 8; break;
+        case ETF_ATOM:
+        case ETF_ATOM_UTF8:
+            if (!cur_n16(&c, &u16))
+                return TERM_E_SHORT;
+            fixed = u16;
+            break;
+        case ETF_SMALL_ATOM:
+        case ETF_SMALL_ATOM_UTF8:
+            if (!cur_u8(&c, &u8))
+                return TERM_E_SHORT;
+            fixed = u8;
+            break;
+        case ETF_PID:
+        case ETF_NEW_PID:
+            if (!skip_atom(&c))
+                return TERM_E_SHORT;
+            fixed = tag == ETF_NEW_PID ? 12 : 9;
+            break;
+        case ETF_PORT:
+        case ETF_NEW_PORT:
+        case ETF_V4_PORT:
+            if (!skip_atom(&c))
+                return TERM_E_SHORT;
+            fixed = tag == ETF_PORT ? 5 : tag == ETF_NEW_PORT ? 8 : 12;
+            break;
+        case ETF_REF:
+            if (!skip_atom(&c))
+                return TERM_E_SHORT;
+            fixed = 5;
+            break;
+        case ETF_NEW_REF:
+        case ETF_NEWER_REF:
+            if (!cur_n16(&c, &u16) || !skip_atom(&c))
+                return TERM_E_SHORT;
+            fixed = (tag == ETF_NEW_REF ? 1 : 4) + 4 * (size_t)u16;
+            break;
+        case ETF_NIL: break;
+        case ETF_STRING:
+            if (!cur_n16(&c, &u16))
+                return TERM_E_SHORT;
+            fixed = u16;
+            break;
+        case ETF_BINARY:
+            if (!cur_n32(&c, &u32))
+                return TERM_E_SHORT;
+            fixed = u32;
+            break;
+        case ETF_BIT_BINARY:
+            if (!cur_n32(&c, &u32))
+                return TERM_E_SHORT;
+            fixed = (size_t)u32 + 1;
+            break;
+        case ETF_SMALL_TUPLE:
+            if (!cur_u8(&c, &u8))
+                return TERM_E_SHORT;
+            more = u8;
+            break;
+        case ETF_LARGE_TUPLE:
+        case ETF_LIST:
+        case ETF_MAP:
+            if (!cur_n32(&c, &u32))
+                return TERM_E_SHORT;
+            more = tag == ETF_LIST ? (uint64_t)u32 + 1 : tag == ETF_MAP ? 2 * (uint64_t)u32 : u32;
+            break;
+        case ETF_NEW_FUN: /* Size counts from its own first byte */
+            if (!cur_n32(&c, &u32) || u32 < 4)
+                return TERM_E_SHORT;
+            fixed = (size_t)u32 - 4;
+            break;
+        case ETF_EXPORT: more = 3; break;
+        default: return TERM_E_TAG;
+        }
+        if (!cur_skip(&c, fixed))
+            return TERM_E_SHORT;
+        /* every owed term takes at least a byte: a lying arity fails here */
+        if (more > cur_left(&c) || owed + more > cur_left(&c))
+            return TERM_E_SHORT;
+        owed += more;
+    }
+    return c.pos > LONG_MAX ? TERM_E_SIZE : (long)c.pos;
+}
+
 const char *term_strerror(long err)
 {
     switch (err) {

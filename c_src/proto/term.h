@@ -32,6 +32,10 @@ long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim);
 /* Same for a term with its 131 version byte first; the result includes it. */
 long term_walk_versioned(const uint8_t *p, size_t n, const struct term_limits *lim);
 const char *term_strerror(long err);
+/* The length of the term at p[0..n) (> 0) or a negative enum term_err,
+ * for terms term_walk has already checked: every length is checked, but
+ * nothing else (no limits, atoms' UTF-8, floats, fun sizes).  O(1) memory. */
+long term_skip(const uint8_t *p, size_t n);
 
 /* Append the canonical encoding of the (already walked) term p[0..n) to out,
  * without version byte.  Equal Erlang values give equal bytes:

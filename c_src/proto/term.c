@@ -73,12 +73,25 @@ static size_t utf8_chars(const uint8_t *s, size_t n)
 {
     /* Node names and most atoms are ASCII: skip those bytes 8 at a time
      * (they fill pids and refs, ~30 atoms per call). */
+    const uint64_t hi = 0x8080808080808080ULL;
     size_t i = 0, chars;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        if (w & 0x8080808080808080ULL)
-            break;
+    uint64_t w = 0;
+    if (n < 8) {
+        memcpy(&w, s, n);
+        if (!(w & hi))
+            return n;
+    } else {
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            if (w & hi)
+                break;
+        }
+        /* the tail as one word overlapping the last full one */
+        if (i + 8 > n) {
+            memcpy(&w, s + n - 8, 8);
+            if (!(w & hi))
+                return n;
+        }
     }
     while (i < n && s[i] < 0x80)
         i++;

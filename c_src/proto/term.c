@@ -574,8 +574,25 @@ static long walk_run(struct walker *w)
     }
 }
 
+/* A term with no sub-terms (pids, refs, atoms, numbers, binaries: every
+ * control field and most keys) needs no walker: same checks, no frames. */
+static bool is_leaf_tag(uint8_t t)
+{
+    return t != ETF_SMALL_TUPLE && t != ETF_LARGE_TUPLE && t != ETF_LIST && t != ETF_MAP &&
+           t != ETF_NEW_FUN;
+}
+
 long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim)
 {
+    if (n > 0 && is_leaf_tag(p[0]) && lim->max_terms >= 1) {
+        struct walker w;
+        w.c = cur_make(p, n);
+        w.lim = lim;
+        w.depth = 0;
+        w.terms = 0;
+        int rc = walk_one(&w); /* a leaf never touches the frame stack */
+        return rc ? rc : w.c.pos > LONG_MAX ? TERM_E_SIZE : (long)w.c.pos;
+    }
     struct walker w;
     w.c = cur_make(p, n);
     w.lim = lim;

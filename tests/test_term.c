@@ -366,6 +366,32 @@ static void test_canon_same(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* term_is_canon never lies: where it says yes, term_canon copies. */
+static void test_is_canon(void **state)
+{
+    (void)state;
+    size_t yes = 0;
+    for (size_t i = 0; i < COUNT(golden_good); i++) {
+        const uint8_t *p = golden_good[i].p;
+        size_t n = golden_good[i].n;
+        if (!term_is_canon(p, n))
+            continue;
+        yes++;
+        struct buf b = canon_of(golden_good[i].name, p, n);
+        if (buf_avail(&b) != n || memcmp(buf_head(&b), p, n) != 0)
+            fail_msg("%s: term_is_canon but canonical bytes differ", golden_good[i].name);
+        buf_free(&b);
+    }
+    static const uint8_t bin[] = {109, 0, 0, 0, 3, 'a', 'b', 'c'};
+    assert_true(term_is_canon(bin, sizeof bin));
+    assert_false(term_is_canon(bin, sizeof bin - 1)); /* short */
+    static const uint8_t bin2[] = {109, 0, 0, 0, 1, 'a', 106}; /* trailing byte */
+    assert_false(term_is_canon(bin2, sizeof bin2));
+    static const uint8_t bits[] = {77, 0, 0, 0, 1, 8, 'a'}; /* 8-bit BIT_BINARY: not canonical */
+    assert_false(term_is_canon(bits, sizeof bits));
+    (void)yes;
+}
+
 static void test_canon_diff(void **state)
 {
     (void)state;
@@ -642,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_owed_terms),
         cmocka_unit_test(test_canon_same),
         cmocka_unit_test(test_canon_diff),
+        cmocka_unit_test(test_is_canon),
         cmocka_unit_test(test_canon_stable),
         cmocka_unit_test(test_canon_forms),
         cmocka_unit_test(test_canon_negative_zero),

@@ -1296,6 +1296,15 @@ static bool canon_run(struct canon *cx)
 /* The input is walked first (no depth or size limit: the caller's limits
  * were applied when the term arrived) so that canon may trust arities
  * for its allocations; it still reads only through the cursor. */
+bool term_is_canon(const uint8_t *p, size_t n)
+{
+    struct cur c = cur_make(p, n);
+    uint8_t tag;
+    uint32_t len;
+    /* BINARY_EXT is its own canonical form (names and keys usually are) */
+    return cur_u8(&c, &tag) && tag == ETF_BINARY && cur_n32(&c, &len) && cur_left(&c) == len;
+}
+
 bool term_canon(const uint8_t *p, size_t n, struct buf *out)
 {
     const struct term_limits any = {UINT32_MAX, UINT64_MAX};

@@ -50,6 +50,11 @@ long term_skip(const uint8_t *p, size_t n);
  * Returns false on allocation failure or malformed input. */
 bool term_canon(const uint8_t *p, size_t n, struct buf *out);
 
+/* True when p[0..n) is exactly one term already in canonical form (so
+ * term_canon would copy it unchanged): a caller may use the bytes as they
+ * are.  False means "maybe not": canonicalise. */
+bool term_is_canon(const uint8_t *p, size_t n);
+
 /* Keyed 64-bit hash of a byte string (hash of canonical bytes for keys). */
 uint64_t term_hash(const uint8_t *p, size_t n, uint64_t seed);
 /* The SipHash-2-4 under term_hash, with its full 128-bit key (k0, k1 as in

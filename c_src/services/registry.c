@@ -176,6 +176,10 @@ done:
 /* Canonical bytes of a name term, in n's reusable buffer. */
 static bool canon_name(struct node *n, struct span t, struct span *out)
 {
+    if (term_is_canon(t.p, t.n)) { /* a binary: no copy */
+        *out = t;
+        return true;
+    }
     buf_reset(&n->canon);
     if (!term_canon(t.p, t.n, &n->canon))
         return false;

@@ -73,12 +73,18 @@ static const struct opshape shapes[] = {
     {DOP_UNLINK_ID_ACK, DK_UNLINK_ACK, "IPP", "ift", 0},
 };
 
+/* shapes[] by operation number (1 + index; 0 = unknown), built once. */
+static uint8_t shape_index[DOP_UNLINK_ID_ACK + 1];
+
 static const struct opshape *shape_of(int64_t op)
 {
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        if (shapes[i].op == op)
-            return &shapes[i];
-    return NULL;
+    if (op < 0 || op > DOP_UNLINK_ID_ACK)
+        return NULL;
+    if (!shape_index[DOP_LINK]) /* first call: fill the index */
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            shape_index[shapes[i].op] = (uint8_t)(i + 1);
+    uint8_t k = shape_index[op];
+    return k ? &shapes[k - 1] : NULL;
 }
 
 static bool is_ref(const struct cur *c)

@@ -77,8 +77,10 @@ static size_t utf8_chars(const uint8_t *s, size_t n)
     size_t i = 0, chars;
     uint64_t w = 0;
     if (n < 8) {
-        memcpy(&w, s, n);
-        if (!(w & hi))
+        uint8_t any = 0; /* a byte loop: no libc call for a few bytes */
+        for (size_t k = 0; k < n; k++)
+            any |= s[k];
+        if (!(any & 0x80))
             return n;
     } else {
         for (; i + 8 <= n; i += 8) {

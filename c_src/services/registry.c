@@ -311,8 +311,9 @@ enum gen_result registry_call(struct node *n, uint32_t id, struct cur req, struc
         return ext_put_int(out, n->reg->count) ? GEN_REPLY : GEN_NOREPLY;
     if (!ext_get_tuple(&c, &ar) || ar < 2 || ar > 3)
         goto unknown;
-    bool lookup = ext_atom_eq(&c, "lookup"), create = ext_atom_eq(&c, "create");
-    bool reg = ext_atom_eq(&c, "register"), unreg = ext_atom_eq(&c, "unregister");
+    bool lookup = ext_atom_eq(&c, "lookup"), create = !lookup && ext_atom_eq(&c, "create");
+    bool reg = !lookup && !create && ext_atom_eq(&c, "register");
+    bool unreg = !lookup && !create && !reg && ext_atom_eq(&c, "unregister");
     if (!(((lookup || create || unreg) && ar == 2) || (reg && ar == 3)))
         goto unknown;
     ext_skip(&c, NULL);

@@ -574,6 +574,19 @@ callgrind(C) ->
                                            "and one with the lookups only, over ~b.  Total: ~s Ir "
                                            "per create.", [N, M, M, fmt(get_res(ir_per_create))]));
                 Other -> note("callgrind row failed: ~P", [Other, 20])
+            end,
+            %% the same at 16 concurrent callers (the x16 lookup scenario):
+            %% frames arrive batched, several calls per loop turn
+            F4 = filename:join(Dir, "cg16.n.out"), F5 = filename:join(Dir, "cg16.2n.out"),
+            case {cg_run(Vg, C, F4, N, 0, 16), cg_run(Vg, C, F5, 2 * N, 0, 16)} of
+                {{ok, I4}, {ok, I5}} ->
+                    put_res(ir_per_lookup_x16, (I5 - I4) / N),
+                    annotate(C, F4, F5, N, "callgrind_lookup_x16.txt",
+                             io_lib:format("instructions per lookup (16 callers), by function: the "
+                                           "difference between a run with ~b lookups and one with ~b, "
+                                           "over ~b.  Total: ~s Ir per lookup.",
+                                           [2 * N, N, N, fmt(get_res(ir_per_lookup_x16))]));
+                Other16 -> note("callgrind x16 row failed: ~P", [Other16, 20])
             end
     end.
 
@@ -616,7 +629,10 @@ annotate(C, FA, FB, N, Name, Title) ->
     end.
 
 %% N lookups, then M creates by cast and one lookup of the last.
-cg_run(Vg, C, Out, N, M) ->
+cg_run(Vg, C, Out, N, M) -> cg_run(Vg, C, Out, N, M, 1).
+
+%% K callers share the N lookups (N div K each; N is a multiple of 16).
+cg_run(Vg, C, Out, N, M, K) ->
     SName = unique("kvcg"),
     Args = ["--tool=callgrind", "--callgrind-out-file=" ++ Out, maps:get(bin, C),
             "--sname", SName, "--cookie", maps:get(cookie, C), "--exit-on-stdin-eof",
@@ -631,8 +647,7 @@ cg_run(Vg, C, Out, N, M) ->
                 Reg = {?REG, Node},
                 [{ok, _} = gen_server:call(Reg, {lookup, element(I rem 100 + 1, Names)}, 30000)
                  || I <- lists:seq(1, 200)],
-                [{ok, _} = gen_server:call(Reg, {lookup, element(I rem 100 + 1, Names)}, 30000)
-                 || I <- lists:seq(1, N)],
+                cg_lookups(Reg, Names, N, K),
                 M > 0 andalso begin
                                   cast_loop(Reg, 1, M),
                                   {ok, _} = gen_server:call(Reg, {lookup, name($c, M)}, 120000)
@@ -648,6 +663,19 @@ cg_run(Vg, C, Out, N, M) ->
             end;
         E -> E
     end.
+
+cg_lookups(Reg, Names, N, 1) ->
+    [{ok, _} = gen_server:call(Reg, {lookup, element(I rem 100 + 1, Names)}, 30000)
+     || I <- lists:seq(1, N)];
+cg_lookups(Reg, Names, N, K) ->
+    Self = self(),
+    Ps = [spawn_link(fun() ->
+                             [{ok, _} = gen_server:call(Reg, {lookup, element((I * K + J) rem 100 + 1, Names)},
+                                                        60000)
+                              || I <- lists:seq(1, N div K)],
+                             Self ! {cg_done, self()}
+                     end) || J <- lists:seq(1, K)],
+    [receive {cg_done, P} -> ok end || P <- Ps].
 
 %% ------------------------------------------------------------------ /proc
 
@@ -807,8 +835,10 @@ table(C) ->
                                fmt_ratio(ratio(Cv, Nv)), fmt(Fl)])
             end || R <- rows(C)],
     Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | |~n"
+                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | |~n"
                           "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | |~n",
-                          [fmt(get_res(ir_per_lookup)), fmt(get_res(ir_per_create))]),
+                          [fmt(get_res(ir_per_lookup)), fmt(get_res(ir_per_lookup_x16)),
+                           fmt(get_res(ir_per_create))]),
     [Head, Rows, Extra].
 
 tls_table() ->

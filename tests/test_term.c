@@ -99,6 +99,7 @@ static void check_walks(const char *name, const uint8_t *p, size_t n)
     memcpy(q, p, n);
     memset(q + n, 97, 3);
     assert_int_equal(term_walk(q, n + 3, &lim), (long)n);
+    assert_int_equal(term_skip(q, n + 3), (long)n); /* the skipper agrees */
     free(q);
     q = malloc(n + 1);
     q[0] = 131;
@@ -113,6 +114,11 @@ static void check_truncations(const char *name, const uint8_t *p, size_t n)
         long r = walk_exact(p, k, &lim);
         if (r != TERM_E_SHORT)
             fail_msg("%s cut at %zu/%zu: %ld (%s)", name, k, n, r, term_strerror(r));
+        uint8_t *q = exact_copy(p, k);
+        r = term_skip(q, k);
+        free(q);
+        if (r != TERM_E_SHORT)
+            fail_msg("%s cut at %zu/%zu: skip %ld", name, k, n, r);
     }
 }
 
@@ -144,6 +150,23 @@ static void test_golden_truncations(void **state)
         check_truncations(golden_diff[i].name, golden_diff[i].a, golden_diff[i].an);
         check_truncations(golden_diff[i].name, golden_diff[i].b, golden_diff[i].bn);
     }
+}
+
+/* Refused terms: the skipper judges nothing, but never reads past the end
+ * (ASan, exact copies) and never claims more bytes than there are. */
+static void test_skip_bad(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < COUNT(golden_bad); i++) {
+        uint8_t *q = exact_copy(golden_bad[i].p, golden_bad[i].n);
+        long r = term_skip(q, golden_bad[i].n);
+        free(q);
+        assert_true(r <= (long)golden_bad[i].n);
+        assert_true(r != 0);
+    }
+    /* a lying arity fails at once: 2^32-1 elements in 6 bytes */
+    static const uint8_t liar[] = {108, 255, 255, 255, 255, 106};
+    assert_int_equal(term_skip(liar, sizeof liar), TERM_E_SHORT);
 }
 
 static void test_versioned(void **state)
@@ -341,6 +364,32 @@ static void test_canon_same(void **state)
         buf_free(&b);
     }
     assert_int_equal(bad, 0);
+}
+
+/* term_is_canon never lies: where it says yes, term_canon copies. */
+static void test_is_canon(void **state)
+{
+    (void)state;
+    size_t yes = 0;
+    for (size_t i = 0; i < COUNT(golden_good); i++) {
+        const uint8_t *p = golden_good[i].p;
+        size_t n = golden_good[i].n;
+        if (!term_is_canon(p, n))
+            continue;
+        yes++;
+        struct buf b = canon_of(golden_good[i].name, p, n);
+        if (buf_avail(&b) != n || memcmp(buf_head(&b), p, n) != 0)
+            fail_msg("%s: term_is_canon but canonical bytes differ", golden_good[i].name);
+        buf_free(&b);
+    }
+    static const uint8_t bin[] = {109, 0, 0, 0, 3, 'a', 'b', 'c'};
+    assert_true(term_is_canon(bin, sizeof bin));
+    assert_false(term_is_canon(bin, sizeof bin - 1)); /* short */
+    static const uint8_t bin2[] = {109, 0, 0, 0, 1, 'a', 106}; /* trailing byte */
+    assert_false(term_is_canon(bin2, sizeof bin2));
+    static const uint8_t bits[] = {77, 0, 0, 0, 1, 8, 'a'}; /* 8-bit BIT_BINARY: not canonical */
+    assert_false(term_is_canon(bits, sizeof bits));
+    (void)yes;
 }
 
 static void test_canon_diff(void **state)
@@ -610,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_golden_walk),
         cmocka_unit_test(test_golden_truncations),
         cmocka_unit_test(test_versioned),
+        cmocka_unit_test(test_skip_bad),
         cmocka_unit_test(test_golden_bad),
         cmocka_unit_test(test_atom_limits),
         cmocka_unit_test(test_deep_nesting),
@@ -618,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_owed_terms),
         cmocka_unit_test(test_canon_same),
         cmocka_unit_test(test_canon_diff),
+        cmocka_unit_test(test_is_canon),
         cmocka_unit_test(test_canon_stable),
         cmocka_unit_test(test_canon_forms),
         cmocka_unit_test(test_canon_negative_zero),

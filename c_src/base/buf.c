@@ -36,32 +36,6 @@ bool buf_reserve(struct buf *b, size_t n)
     return true;
 }
 
-bool buf_put(struct buf *b, const void *p, size_t n)
-{
-    if (!buf_reserve(b, n))
-        return false;
-    if (n)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return true;
-}
-
-bool buf_put_u8(struct buf *b, uint8_t v) { return buf_put(b, &v, 1); }
-
-bool buf_put_n16(struct buf *b, uint16_t v)
-{
-    uint8_t t[2];
-    put_n16(t, v);
-    return buf_put(b, t, 2);
-}
-
-bool buf_put_n32(struct buf *b, uint32_t v)
-{
-    uint8_t t[4];
-    put_n32(t, v);
-    return buf_put(b, t, 4);
-}
-
 bool buf_put_n64(struct buf *b, uint64_t v)
 {
     return buf_put_n32(b, (uint32_t)(v >> 32)) && buf_put_n32(b, (uint32_t)v);

@@ -29,10 +29,33 @@ void buf_init(struct buf *b);
 void buf_free(struct buf *b);
 /* Ensure room for n more bytes; false on allocation failure. */
 bool buf_reserve(struct buf *b, size_t n);
-bool buf_put(struct buf *b, const void *p, size_t n);
-bool buf_put_u8(struct buf *b, uint8_t v);
-bool buf_put_n16(struct buf *b, uint16_t v);
-bool buf_put_n32(struct buf *b, uint32_t v);
+/* Inline: every reply is built from these; buf_reserve only when full. */
+static inline bool buf_put(struct buf *b, const void *p, size_t n)
+{
+    if (b->cap - b->len < n && !buf_reserve(b, n))
+        return false;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return true;
+}
+static inline bool buf_put_u8(struct buf *b, uint8_t v)
+{
+    if (b->cap == b->len && !buf_reserve(b, 1))
+        return false;
+    b->data[b->len++] = v;
+    return true;
+}
+static inline bool buf_put_n16(struct buf *b, uint16_t v)
+{
+    uint8_t t[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    return buf_put(b, t, 2);
+}
+static inline bool buf_put_n32(struct buf *b, uint32_t v)
+{
+    uint8_t t[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    return buf_put(b, t, 4);
+}
 bool buf_put_n64(struct buf *b, uint64_t v);
 static inline size_t buf_avail(const struct buf *b) { return b->len - b->off; }
 /* An empty, never-grown buffer has data NULL: no arithmetic on it (UB). */

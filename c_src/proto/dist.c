@@ -73,12 +73,18 @@ static const struct opshape shapes[] = {
     {DOP_UNLINK_ID_ACK, DK_UNLINK_ACK, "IPP", "ift", 0},
 };
 
+/* shapes[] by operation number (1 + index; 0 = unknown), built once. */
+static uint8_t shape_index[DOP_UNLINK_ID_ACK + 1];
+
 static const struct opshape *shape_of(int64_t op)
 {
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        if (shapes[i].op == op)
-            return &shapes[i];
-    return NULL;
+    if (op < 0 || op > DOP_UNLINK_ID_ACK)
+        return NULL;
+    if (!shape_index[DOP_LINK]) /* first call: fill the index */
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            shape_index[shapes[i].op] = (uint8_t)(i + 1);
+    uint8_t k = shape_index[op];
+    return k ? &shapes[k - 1] : NULL;
 }
 
 static bool is_ref(const struct cur *c)
@@ -146,6 +152,51 @@ static void place(struct dist_msg *m, char role, struct span v)
     }
 }
 
+static int decode_payload(struct cur *c, const struct opshape *s, const struct term_limits *lim,
+                          struct dist_msg *m, const char **why);
+
+/* The control tuples a BEAM sends for a call (MONITOR_P, REG_SEND,
+ * DEMONITOR_P, SEND...): a SMALL_TUPLE_EXT of leaf fields.  Each field is
+ * walked on its own with the same limits (a leaf is one term, the tuple
+ * one more, at depth 1), so the tuple is read once instead of walked whole
+ * and then skipped field by field.  true: decoded (payload still to do,
+ * c after the control).  false: not this shape, or anything wrong: the
+ * general path decodes it again and says what. */
+static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
+                                struct dist_msg *m, const struct opshape **sp)
+{
+    struct cur t = *c;
+    uint8_t ver, tag, ar, optag, op;
+    if (!cur_u8(&t, &ver) || ver != 131 || !cur_u8(&t, &tag) || tag != ERL_SMALL_TUPLE_EXT ||
+        !cur_u8(&t, &ar) || !cur_u8(&t, &optag) || optag != ERL_SMALL_INTEGER_EXT ||
+        !cur_u8(&t, &op))
+        return false;
+    const struct opshape *s = shape_of(op);
+    if (!s)
+        return false;
+    size_t nf = strlen(s->types);
+    if (ar != nf + 1 || lim->max_depth < 1 || lim->max_terms < nf + 2)
+        return false;
+    for (size_t i = 0; i < nf; i++) {
+        char want = s->types[i];
+        uint8_t ft;
+        if (s->roles[i] == 'i' || !field_ok(want, &t) || !cur_peek_u8(&t, &ft) ||
+            ft == ERL_SMALL_TUPLE_EXT || ft == ERL_LARGE_TUPLE_EXT || ft == ERL_LIST_EXT ||
+            ft == ERL_MAP_EXT || ft == ERL_NEW_FUN_EXT)
+            return false; /* a container: depth and term counts are the walker's */
+        long k = term_walk(cur_ptr(&t), cur_left(&t), lim);
+        struct span v;
+        if (k < 0 || !cur_span(&t, (size_t)k, &v))
+            return false;
+        place(m, s->roles[i], v);
+    }
+    m->op = op;
+    m->kind = s->kind;
+    *sp = s;
+    *c = t;
+    return true;
+}
+
 int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
                 struct dist_msg *m, const char **why)
 {
@@ -162,6 +213,10 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
                                           : "frame does not start with 112";
         return -1;
     }
+    const struct opshape *s;
+    if (decode_control_fast(&c, lim, m, &s))
+        return decode_payload(&c, s, lim, m, why);
+    memset(m, 0, sizeof *m);
     long cl = term_walk_versioned(cur_ptr(&c), cur_left(&c), lim);
     if (cl < 0) {
         *why = term_strerror(cl);
@@ -177,7 +232,7 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
         *why = "control message is not a tuple starting with an integer";
         return -1;
     }
-    const struct opshape *s = shape_of(op);
+    s = shape_of(op);
     if (!s) {
         *why = (op == DOP_SPAWN_REQUEST || op == DOP_ALIAS_SEND || op == DOP_ALIAS_SEND_TT)
                    ? "control operation not negotiated"
@@ -215,6 +270,13 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
         }
         place(m, s->roles[i], v);
     }
+    return decode_payload(&c, s, lim, m, why);
+}
+
+static int decode_payload(struct cur *cp, const struct opshape *s, const struct term_limits *lim,
+                          struct dist_msg *m, const char **why)
+{
+    struct cur c = *cp;
     bool has_payload = cur_left(&c) > 0;
     if (has_payload != (s->payload != 0)) {
         *why = s->payload ? "message payload missing" : "unexpected payload after control";

@@ -82,15 +82,27 @@ bool ext_get_atom(struct cur *c, char *out, size_t outsz, size_t *len)
     return true;
 }
 
-bool ext_atom_eq(const struct cur *c, const char *s)
+bool ext_atom_eqn(const struct cur *c, const char *s, size_t n)
 {
     struct cur t = *c;
     struct span sp;
     bool latin1;
     if (!atom_span(&t, &sp, &latin1))
         return false;
-    size_t n = strlen(s);
     return sp.n == n && memcmp(sp.p, s, n) == 0;
+}
+
+bool ext_atom_utf8(const struct cur *c, struct span *s)
+{
+    struct cur t = *c;
+    bool latin1;
+    if (!atom_span(&t, s, &latin1))
+        return false;
+    if (latin1)
+        for (size_t i = 0; i < s->n; i++)
+            if (s->p[i] >= 0x80)
+                return false;
+    return true;
 }
 
 bool ext_get_pid(struct cur *c, struct ext_pid *p)
@@ -196,10 +208,9 @@ bool ext_get_list_header(struct cur *c, uint32_t *n)
 
 bool ext_skip(struct cur *c, struct span *s)
 {
-    /* The frame's terms were walked with the real limits already; this walk
-     * only measures, so generous limits are safe. */
-    static const struct term_limits lim = {UINT32_MAX, UINT64_MAX};
-    long n = term_walk(cur_ptr(c), cur_left(c), &lim);
+    /* The frame's terms were walked with the real limits already; this
+     * only measures (still checked against the bytes left). */
+    long n = term_skip(cur_ptr(c), cur_left(c));
     if (n <= 0)
         return false;
     if (s) {

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/buf.h"
 
@@ -40,8 +41,17 @@ bool ext_get_int(struct cur *c, int64_t *v);
 bool ext_get_list_header(struct cur *c, uint32_t *n); /* LIST_EXT or NIL (n = 0) */
 /* Skip one (already walked) term; s gets its extent. */
 bool ext_skip(struct cur *c, struct span *s);
-/* Atom equality against a C string without copying. */
-bool ext_atom_eq(const struct cur *c, const char *s);
+/* Atom equality against a C string without copying (inline so that the
+ * length of a literal is known at compile time). */
+bool ext_atom_eqn(const struct cur *c, const char *s, size_t n);
+static inline bool ext_atom_eq(const struct cur *c, const char *s)
+{
+    return ext_atom_eqn(c, s, strlen(s));
+}
+/* The atom's UTF-8 text as a span into the term, when it needs no
+ * conversion (a UTF-8 tag, or a Latin-1 tag with ASCII text); false if
+ * not an atom or Latin-1 beyond ASCII. */
+bool ext_atom_utf8(const struct cur *c, struct span *s);
 
 /* Writers (false only on allocation failure). */
 bool ext_put_version(struct buf *b);

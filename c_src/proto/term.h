@@ -32,6 +32,10 @@ long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim);
 /* Same for a term with its 131 version byte first; the result includes it. */
 long term_walk_versioned(const uint8_t *p, size_t n, const struct term_limits *lim);
 const char *term_strerror(long err);
+/* The length of the term at p[0..n) (> 0) or a negative enum term_err,
+ * for terms term_walk has already checked: every length is checked, but
+ * nothing else (no limits, atoms' UTF-8, floats, fun sizes).  O(1) memory. */
+long term_skip(const uint8_t *p, size_t n);
 
 /* Append the canonical encoding of the (already walked) term p[0..n) to out,
  * without version byte.  Equal Erlang values give equal bytes:
@@ -45,6 +49,11 @@ const char *term_strerror(long err);
  * NEWER_REFERENCE_EXT; funs with canonical sub-terms.
  * Returns false on allocation failure or malformed input. */
 bool term_canon(const uint8_t *p, size_t n, struct buf *out);
+
+/* True when p[0..n) is exactly one term already in canonical form (so
+ * term_canon would copy it unchanged): a caller may use the bytes as they
+ * are.  False means "maybe not": canonicalise. */
+bool term_is_canon(const uint8_t *p, size_t n);
 
 /* Keyed 64-bit hash of a byte string (hash of canonical bytes for keys). */
 uint64_t term_hash(const uint8_t *p, size_t n, uint64_t seed);

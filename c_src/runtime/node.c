@@ -42,6 +42,15 @@ static uint32_t resolve_local(struct node *n, struct span t, int *name_idx, bool
     struct cur c = cur_make(t.p, t.n);
     *name_idx = -1;
     *foreign = false;
+    struct span a;
+    if (ext_atom_utf8(&c, &a)) { /* the usual case: compare in place */
+        for (uint32_t i = 0; a.n < sizeof n->procs->names[i].name && i < n->procs->nnames; i++)
+            if (memcmp(n->procs->names[i].name, a.p, a.n) == 0 && !n->procs->names[i].name[a.n]) {
+                *name_idx = (int)i;
+                return n->procs->names[i].id;
+            }
+        return PROC_NONE;
+    }
     if (ext_is_atom(&c)) {
         char name[EXT_ATOM_MAX + 1];
         if (!ext_get_atom(&c, name, sizeof name, NULL))

@@ -198,12 +198,13 @@ static bool intern(struct node *n, const char *name, uint32_t *idx)
  * so no copy, no hash, no strcmp. */
 static bool match_node_atom(struct node *n, struct cur *t, uint32_t *idx)
 {
-    const struct buf *cand[2] = {&n->atom, n->last_peer ? &n->last_peer->atom : NULL};
+    /* the peer's first: most pids and refs in its frames are its own */
+    const struct buf *cand[2] = {n->last_peer ? &n->last_peer->atom : NULL, &n->atom};
     for (int i = 0; i < 2; i++) {
         const struct buf *a = cand[i];
         if (a && cur_left(t) >= a->len && memcmp(cur_ptr(t), a->data, a->len) == 0) {
             t->pos += a->len;
-            *idx = i == 0 ? 0 : n->last_peer->idx;
+            *idx = i == 1 ? 0 : n->last_peer->idx;
             return true;
         }
     }

@@ -176,6 +176,10 @@ done:
 /* Canonical bytes of a name term, in the registry's reusable buffer. */
 static bool canon_name(struct reg *r, struct span t, struct span *out)
 {
+    if (term_is_canon(t.p, t.n)) { /* a binary: no copy */
+        *out = t;
+        return true;
+    }
     buf_reset(&r->canon);
     if (!term_canon(t.p, t.n, &r->canon))
         return false;
@@ -271,8 +275,9 @@ static enum gen_result registry_call(struct gen *g, struct cur req, struct buf *
         return ext_put_int(out, r->count) ? GEN_REPLY : GEN_NOREPLY;
     if (!ext_get_tuple(&c, &ar) || ar < 2 || ar > 3)
         goto unknown;
-    bool lookup = ext_atom_eq(&c, "lookup"), create = ext_atom_eq(&c, "create");
-    bool reg = ext_atom_eq(&c, "register"), unreg = ext_atom_eq(&c, "unregister");
+    bool lookup = ext_atom_eq(&c, "lookup"), create = !lookup && ext_atom_eq(&c, "create");
+    bool reg = !lookup && !create && ext_atom_eq(&c, "register");
+    bool unreg = !lookup && !create && !reg && ext_atom_eq(&c, "unregister");
     if (!(((lookup || create || unreg) && ar == 2) || (reg && ar == 3)))
         goto unknown;
     ext_skip(&c, NULL);

@@ -16,6 +16,7 @@ struct node;
 struct peer;
 struct obuf;
 struct tls;
+struct ac;
 
 struct oq {
     struct obuf *head, *tail;
@@ -58,6 +59,8 @@ struct conn {
     uint64_t id;                /* connection id, for logs and tests */
     bool want_write;
     bool over_cap;              /* output cap exceeded: close at turn end */
+    struct ac *ac;              /* owned: atom caches, peers with DIST_HDR_ATOM_CACHE */
+    size_t frame_start;         /* where conn_frame_buf's frame begins */
 };
 
 /* Incoming TCP connection accepted by the node. */

@@ -402,7 +402,9 @@ static bool rw_term(struct rw *w)
         case T_NEW_REF: case T_NEWER_REF: {
             struct cur t = *c;
             cur_skip(&t, 1);
-            if (!cur_n16(&t, &n16) || !copy(w, 3) || !rw_atom(w) ||
+            if (!cur_n16(&t, &n16))
+                goto short_;
+            if (!copy(w, 3) || !rw_atom(w) ||
                 !copy(w, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
                 return false;
             break;

@@ -288,7 +288,8 @@ store_agg(Key, Rs) ->
     [put_res(Key(M), Sum(F) / N)
      || {M, F} <- [{srv_sysc, srv_sysc}, {cli_sysc, cli_sysc}, {srv_segs_out, srv_segs_out},
                    {srv_segs_in, srv_segs_in}, {srv_dsegs_out, srv_dsegs_out},
-                   {srv_dsegs_in, srv_dsegs_in}]],
+                   {srv_dsegs_in, srv_dsegs_in}, {srv_bytes_out, srv_bytes_out},
+                   {srv_bytes_in, srv_bytes_in}]],
     ok.
 
 %% K concurrent callers doing {lookup, Name} for DurMs after WarmMs of the
@@ -313,7 +314,8 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
        client_s => Cl1 - Cl0, rchar => D(rchar), wchar => D(wchar),
        srv_sysc => D(syscr) + D(syscw), cli_sysc => CD(syscr) + CD(syscw),
        srv_segs_out => SD(segs_out), srv_segs_in => SD(segs_in),
-       srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in)}.
+       srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in),
+       srv_bytes_out => SD(bytes_sent), srv_bytes_in => SD(bytes_received)}.
 
 %% The server's distribution listen port (epmd), whose accepted sockets are
 %% the connections this node drives it through.
@@ -338,7 +340,8 @@ segs(Port) ->
                       nomatch -> 0
                   end
           end,
-    maps:from_list([{F, Sum(F)} || F <- [segs_out, segs_in, data_segs_out, data_segs_in]]).
+    maps:from_list([{F, Sum(F)} || F <- [segs_out, segs_in, data_segs_out, data_segs_in,
+                                         bytes_sent, bytes_received]]).
 
 summary_of(R) -> summary(maps:remove(lats, R), maps:get(lats, R)).
 
@@ -790,6 +793,10 @@ rows(C) ->
                       key = {lookup, K, srv_dsegs_out}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b TCP segments client->server/call (with data)", [K]),
                       key = {lookup, K, srv_dsegs_in}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP bytes server->client/call", [K]),
+                      key = {lookup, K, srv_bytes_out}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP bytes client->server/call", [K]),
+                      key = {lookup, K, srv_bytes_in}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b TCP segments server->client/call (all)", [K]),
                       key = {lookup, K, srv_segs_out}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b TCP segments client->server/call (all)", [K]),

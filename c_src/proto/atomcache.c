@@ -167,17 +167,31 @@ struct rw {
     struct ac *ac;              /* out: the caches and per-frame refs */
 };
 
-static bool out_put(struct rw *w, const void *p, size_t n)
+static bool out_put_slow(struct rw *w, const void *p, size_t n)
 {
     if (w->o->len - w->o_start + n > w->max) {
         w->why = "rewritten frame larger than --max-message-bytes";
         return false;
     }
-    if (!buf_put(w->o, p, n)) {
+    /* room for this and the like of the rest: the pieces are small */
+    if (!buf_reserve(w->o, n + 256) || !buf_put(w->o, p, n)) {
         w->why = "out of memory";
         return false;
     }
     return true;
+}
+
+/* Inline: a frame is a few dozen small pieces; a call per piece into
+ * buf_put cost more than the rest of the rewrite. */
+static inline bool out_put(struct rw *w, const void *p, size_t n)
+{
+    struct buf *o = w->o;
+    if (o->cap - o->len >= n && o->len - w->o_start + n <= w->max) {
+        memcpy(o->data + o->len, p, n);
+        o->len += n;
+        return true;
+    }
+    return out_put_slow(w, p, n);
 }
 
 static bool copy(struct rw *w, size_t n)
@@ -273,10 +287,15 @@ static bool atom_copy(struct rw *w, uint8_t tag, struct span txt)
 
 static uint32_t slot_of(struct span txt)
 {
-    uint32_t h = 2166136261u; /* FNV-1a: any spread will do, the peer only stores */
-    for (size_t i = 0; i < txt.n; i++)
-        h = (h ^ txt.p[i]) * 16777619u;
-    return h % AC_SIZE;
+    /* a few bytes and the length: this runs for every atom we send, and a
+     * collision only costs a plain atom or a new entry, never correctness */
+    if (txt.n == 0)
+        return 0;
+    uint32_t h = (uint32_t)txt.n * 2654435761u;
+    h ^= txt.p[0] * 40503u + txt.p[txt.n - 1] * 131u + txt.p[txt.n / 2] * 7u;
+    if (txt.n > 3)
+        h ^= (uint32_t)txt.p[txt.n - 2] << 11 ^ (uint32_t)txt.p[txt.n / 3] << 5;
+    return (h ^ h >> 13) % AC_SIZE;
 }
 
 /* out: an atom becomes a ref to its slot; new or changed slots are sent as
@@ -462,6 +481,9 @@ short_:
 
 static void rw_setup(struct rw *w, const uint8_t *p, size_t n, struct buf *o, uint64_t max)
 {
+    /* the output is about the input's size: reserve once (growth, if any,
+     * goes through out_put_slow) */
+    buf_reserve(o, n + 512);
     w->c = cur_make(p, n);
     w->o = o;
     w->max = max;
@@ -530,38 +552,48 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
             goto done;
     if (cur_left(&w.c) > 0)
         goto done;
-    /* header: 131 68 N flags refs */
-    uint8_t hd[3] = {T_VERSION, T_DIST_HDR, (uint8_t)a->nrefs};
-    if (!buf_put(out, hd, 3))
+    /* header: 131 68 N flags refs, sized first and written in one go */
+    size_t nf = a->nrefs ? (size_t)a->nrefs / 2 + 1 : 0, need = 3 + nf;
+    bool long_atoms = false;
+    for (uint32_t i = 0; i < a->nrefs; i++)
+        if (a->ref_new[i] && a->out[a->ref_slot[i]].len > 255)
+            long_atoms = true;
+    for (uint32_t i = 0; i < a->nrefs; i++)
+        need += 1 + (a->ref_new[i] ? (long_atoms ? 2u : 1u) + a->out[a->ref_slot[i]].len : 0);
+    if (!buf_reserve(out, need))
         goto done;
+    uint8_t *q = out->data + out->len;
+    *q++ = T_VERSION;
+    *q++ = T_DIST_HDR;
+    *q++ = (uint8_t)a->nrefs;
     if (a->nrefs > 0) {
-        uint8_t flags[AC_MAX_REFS / 2 + 1];
-        size_t nf = (size_t)a->nrefs / 2 + 1;
+        uint8_t *flags = q;
         memset(flags, 0, nf);
-        bool long_atoms = false;
         for (uint32_t i = 0; i < a->nrefs; i++) {
             uint16_t s = a->ref_slot[i];
             uint8_t nib = (uint8_t)((s >> 8) | (a->ref_new[i] ? 8 : 0));
             flags[i / 2] |= (uint8_t)(nib << (4 * (i % 2)));
-            if (a->ref_new[i] && a->out[s].len > 255)
-                long_atoms = true;
         }
         if (long_atoms)
             flags[a->nrefs / 2] |= (uint8_t)(1 << (4 * (a->nrefs % 2)));
-        if (!buf_put(out, flags, nf))
-            goto done;
+        q += nf;
         for (uint32_t i = 0; i < a->nrefs; i++) {
             uint16_t s = a->ref_slot[i];
-            if (!buf_put_u8(out, (uint8_t)(s & 0xff)))
-                goto done;
+            *q++ = (uint8_t)(s & 0xff);
             if (!a->ref_new[i])
                 continue;
             const struct ac_atom *e = &a->out[s];
-            if (!(long_atoms ? buf_put_n16(out, e->len) : buf_put_u8(out, (uint8_t)e->len)) ||
-                !buf_put(out, e->txt, e->len))
-                goto done;
+            if (long_atoms) {
+                put_n16(q, e->len);
+                q += 2;
+            } else {
+                *q++ = (uint8_t)e->len;
+            }
+            memcpy(q, e->txt, e->len);
+            q += e->len;
         }
     }
+    out->len += need;
     hdr->p = buf_head(out);
     hdr->n = buf_avail(out);
     terms->p = buf_head(&a->scratch);

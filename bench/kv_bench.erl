@@ -285,6 +285,11 @@ store_agg(Key, Rs) ->
     [put_res(Key(P), pct(Sorted, Q)) || {P, Q} <- [{p50, 0.5}, {p99, 0.99}, {p999, 0.999}]],
     [put_res(Key(M), Sum(F) * 1.0e6 / N)
      || {M, F} <- [{cpu_us, cpu_s}, {usr_us, usr_s}, {sys_us, sys_s}, {client_us, client_s}]],
+    [put_res(Key(M), Sum(F) / N)
+     || {M, F} <- [{srv_sysc, srv_sysc}, {cli_sysc, cli_sysc}, {srv_segs_out, srv_segs_out},
+                   {srv_segs_in, srv_segs_in}, {srv_dsegs_out, srv_dsegs_out},
+                   {srv_dsegs_in, srv_dsegs_in}, {srv_bytes_out, srv_bytes_out},
+                   {srv_bytes_in, srv_bytes_in}]],
     ok.
 
 %% K concurrent callers doing {lookup, Name} for DurMs after WarmMs of the
@@ -294,12 +299,49 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     Op = fun(I) -> {ok, _} = gen_server:call(Reg, {lookup, element(I, Names)}, 10000) end,
     _ = callers(K, tuple_size(Names), WarmMs, Op),
     Me = list_to_integer(os:getpid()),
-    {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), Cl0 = cpu_s(Me),
+    %% segment counts come from `ss` outside the CPU bracket, so that its
+    %% process and output do not fall into the client's or server's CPU
+    Port = dist_port(Node),
+    Sg0 = segs(Port),
+    {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), Cl0 = cpu_s(Me), CIo0 = proc_io(Me),
     R = callers(K, tuple_size(Names), DurMs, Op),
-    {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), Cl1 = cpu_s(Me),
+    {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), Cl1 = cpu_s(Me), CIo1 = proc_io(Me),
+    Sg1 = segs(Port),
     D = fun(F) -> maps:get(F, Io1, 0) - maps:get(F, Io0, 0) end,
+    CD = fun(F) -> maps:get(F, CIo1, 0) - maps:get(F, CIo0, 0) end,
+    SD = fun(F) -> maps:get(F, Sg1, 0) - maps:get(F, Sg0, 0) end,
     R#{cpu_s => (U1 + S1) - (U0 + S0), usr_s => U1 - U0, sys_s => S1 - S0,
-       client_s => Cl1 - Cl0, rchar => D(rchar), wchar => D(wchar)}.
+       client_s => Cl1 - Cl0, rchar => D(rchar), wchar => D(wchar),
+       srv_sysc => D(syscr) + D(syscw), cli_sysc => CD(syscr) + CD(syscw),
+       srv_segs_out => SD(segs_out), srv_segs_in => SD(segs_in),
+       srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in),
+       srv_bytes_out => SD(bytes_sent), srv_bytes_in => SD(bytes_received)}.
+
+%% The server's distribution listen port (epmd), whose accepted sockets are
+%% the connections this node drives it through.
+dist_port(Node) ->
+    [N, H] = string:split(atom_to_list(Node), "@"),
+    case catch erl_epmd:port_please(N, H) of
+        {port, P, _} -> P;
+        _ -> undefined
+    end.
+
+%% TCP segment counters of the server's side of every established socket on
+%% its listen port (`ss -ti`: segs_out/segs_in count ACK-only segments too,
+%% data_segs_* only those carrying bytes).  The client's side is the mirror:
+%% its segments out are the server's segments in.
+segs(undefined) -> #{};
+segs(Port) ->
+    Out = os:cmd("ss -tinH state established '( sport = :" ++ integer_to_list(Port) ++ " )' 2>/dev/null"),
+    Sum = fun(F) ->
+                  case re:run(Out, "[ \\t]" ++ atom_to_list(F) ++ ":([0-9]+)",
+                              [global, {capture, all_but_first, list}]) of
+                      {match, Vs} -> lists:sum([list_to_integer(V) || [V] <- Vs]);
+                      nomatch -> 0
+                  end
+          end,
+    maps:from_list([{F, Sum(F)} || F <- [segs_out, segs_in, data_segs_out, data_segs_in,
+                                         bytes_sent, bytes_received]]).
 
 summary_of(R) -> summary(maps:remove(lats, R), maps:get(lats, R)).
 
@@ -770,7 +812,23 @@ rows(C) ->
                  #row{name = io_lib:format("lookup x~b  of which system us/call", [K]),
                       key = {lookup, K, sys_us}, better = low, floor = (K =:= 1) andalso sys_us},
                  #row{name = io_lib:format("lookup x~b client node CPU us/call", [K]),
-                      key = {lookup, K, client_us}, better = low, floor = false}]
+                      key = {lookup, K, client_us}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b client read+write syscalls/call", [K]),
+                      key = {lookup, K, cli_sysc}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b server read+write syscalls/call", [K]),
+                      key = {lookup, K, srv_sysc}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP segments server->client/call (with data)", [K]),
+                      key = {lookup, K, srv_dsegs_out}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP segments client->server/call (with data)", [K]),
+                      key = {lookup, K, srv_dsegs_in}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP bytes server->client/call", [K]),
+                      key = {lookup, K, srv_bytes_out}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP bytes client->server/call", [K]),
+                      key = {lookup, K, srv_bytes_in}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP segments server->client/call (all)", [K]),
+                      key = {lookup, K, srv_segs_out}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b TCP segments client->server/call (all)", [K]),
+                      key = {lookup, K, srv_segs_in}, better = low, floor = false}]
         end,
     B = fun(Size, SL) ->
                 [#row{name = io_lib:format("bucket ~s ~s p50 us", [Op, SL]), key = {bucket, Op, Size, p50},
@@ -875,7 +933,26 @@ targets(C) ->
          {"kv_cnode lookup p50 x1 / floor p50", ratio(val({lookup, 1, p50}, c), get_res({floor, p50})),
           1.25, le}].
 
+%% issue 13: the client's share, throughput, server CPU, latency, instructions.
+targets13() ->
+    R = fun(K, S) -> ratio(val(K, c), val(K, S)) end,
+    PerBase = fun(Name, K, Limit, Dir) ->
+                      [{io_lib:format("~s vs ~s", [Name, label(S)]), R(K, S), Limit, Dir}
+                       || S <- [beam, beam_nosbwt]]
+              end,
+    PerBase("lookup calls/s x16, ratio", {lookup, 16, calls_s}, 1.25, ge) ++
+        PerBase("lookup calls/s x64, ratio", {lookup, 64, calls_s}, 1.25, ge) ++
+        PerBase("client node CPU per call x1, ratio", {lookup, 1, client_us}, 0.9, le) ++
+        PerBase("client node CPU per call x16, ratio", {lookup, 16, client_us}, 0.9, le) ++
+        PerBase("client node CPU per call x64, ratio", {lookup, 64, client_us}, 0.9, le) ++
+        PerBase("server CPU per lookup x16, ratio", {lookup, 16, cpu_us}, 0.6, le) ++
+        PerBase("lookup p50 x1, ratio", {lookup, 1, p50}, 0.85, le) ++
+        [{"instructions per lookup (callgrind, absolute)", get_res(ir_per_lookup), 5000, le}].
+
 target_lines(C) ->
+    target_lines_of(targets(C)).
+
+target_lines_of(Ts) ->
     [begin
          {St, Vs} = case V of
                         undefined -> {"not measured", "-"};
@@ -885,7 +962,7 @@ target_lines(C) ->
                     end,
          io_lib:format("| ~s | ~s | ~s ~s | ~s |~n",
                        [T, Vs, case Dir of le -> "<="; ge -> ">=" end, fmt_ratio(Lim * 1.0), St])
-     end || {T, V, Lim, Dir} <- targets(C)].
+     end || {T, V, Lim, Dir} <- Ts].
 
 %% What bounds the lookup and create ratios, from figures of the same run.
 bound_lines() ->
@@ -981,7 +1058,9 @@ report(C) ->
           "kv_cnode / baseline from the same run.\n\n",
           table(C), tls_table(),
           "\n## Targets (issue 5)\n\n| target | value | limit | status |\n|---|---:|---:|---|\n",
-          target_lines(C), bound_lines(),
+          target_lines(C),
+          "\n## Targets (issue 13)\n\n| target | value | limit | status |\n|---|---:|---:|---|\n",
+          target_lines_of(targets13()), bound_lines(),
           case Notes of [] -> []; _ -> ["\n## Notes\n\n", Notes] end],
     Text = iolist_to_binary(Md),
     io:put_chars(Text),

@@ -38,6 +38,9 @@ static char fz_current[2048]; /* the input being replayed, for the failure */
 #define LLVMFuzzerTestOneInput fz_conn_one
 #include "fuzz/fuzz_conn.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fz_atomcache_one
+#include "fuzz/fuzz_atomcache.c"
+#undef LLVMFuzzerTestOneInput
 
 typedef int fz_fn(const uint8_t *, size_t);
 
@@ -101,6 +104,7 @@ static void test_replay_term(void **state) { replay("fuzz_term", fz_term_one); }
 static void test_replay_hs_accept(void **state) { replay("fuzz_hs_accept", fz_hs_accept_one); }
 static void test_replay_hs_connect(void **state) { replay("fuzz_hs_connect", fz_hs_connect_one); }
 static void test_replay_conn(void **state) { replay("fuzz_conn", fz_conn_one); }
+static void test_replay_atomcache(void **state) { replay("fuzz_atomcache", fz_atomcache_one); }
 
 /* fuzz_hs_accept's first finding (clang UBSan, "applying zero offset to
  * null pointer"): buf_head of a buffer that never grew did NULL + 0, which
@@ -128,6 +132,7 @@ int main(void)
         cmocka_unit_test(test_replay_hs_accept),
         cmocka_unit_test(test_replay_hs_connect),
         cmocka_unit_test(test_replay_conn),
+        cmocka_unit_test(test_replay_atomcache),
     };
     return cmocka_run_group_tests_name("fuzz_regress", tests, NULL, NULL);
 }

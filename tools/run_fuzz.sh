@@ -12,7 +12,7 @@ for t in "$@"; do
     mkdir -p "$dir/corpus/$t" "tests/fuzz/corpus/$t"
     log="$dir/logs/$t.log"
     dict=""
-    case $t in fuzz_conn|fuzz_dist|fuzz_term) dict="-dict=tests/fuzz/kv.dict" ;; esac
+    case $t in fuzz_conn|fuzz_dist|fuzz_term|fuzz_atomcache) dict="-dict=tests/fuzz/kv.dict" ;; esac
     "$dir/$t" -max_total_time="$secs" -print_final_stats=1 -timeout=10 $dict \
         -rss_limit_mb=2048 -max_len=65536 \
         -artifact_prefix="$dir/artifacts/$t-" \

@@ -57,11 +57,12 @@
      DFLAG_MAP_TAG | DFLAG_EXPORT_PTR_TAG | DFLAG_BIT_BINARIES | DFLAG_HANDSHAKE_23)
 #define DFLAG_MANDATORY_26 (DFLAG_V4_NC | DFLAG_UNLINK_ID)
 
-/* Exactly what kv_cnode implements.  Hidden node: never PUBLISHED. */
+/* Exactly what kv_cnode implements.  Hidden node: never PUBLISHED.
+ * DIST_HDR_ATOM_CACHE: used only when the peer sets it too (proto/atomcache). */
 #define HS_OUR_FLAGS                                                                 \
     (DFLAG_MANDATORY_25 | DFLAG_MANDATORY_26 | DFLAG_DIST_MONITOR |                  \
      DFLAG_DIST_MONITOR_NAME | DFLAG_SMALL_ATOM_TAGS | DFLAG_SEND_SENDER |           \
-     DFLAG_EXIT_PAYLOAD | DFLAG_UNICODE_IO)
+     DFLAG_EXIT_PAYLOAD | DFLAG_UNICODE_IO | DFLAG_DIST_HDR_ATOM_CACHE)
 
 #define HS_MAX_NAME 255
 

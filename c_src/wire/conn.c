@@ -20,6 +20,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "proto/atomcache.h"
 #include "proto/dist.h"
 #include "wire/epmd.h"
 #include "base/log.h"
@@ -396,9 +397,66 @@ static void queue_done(struct conn *c, struct oq *q)
     }
 }
 
-struct buf *conn_frame_buf(struct conn *c) { return queue_buf(c, frame_queue(c)); }
+struct buf *conn_frame_buf(struct conn *c)
+{
+    struct buf *b = queue_buf(c, frame_queue(c));
+    if (b)
+        c->frame_start = b->len;
+    return b;
+}
 
-void conn_frame_done(struct conn *c) { queue_done(c, frame_queue(c)); }
+static void free_queue(struct obuf *o);
+
+/* With the atom cache negotiated the peer reads every frame in the header
+ * form: rewrite the pass-through frame at b[start..] in place. */
+static bool frame_to_hdr(struct ac *a, struct buf *b, size_t start)
+{
+    struct span hdr, terms;
+    if (b->len < start + 5 ||
+        !ac_frame_out(a, b->data + start + 4, b->len - start - 4, &hdr, &terms))
+        return false;
+    b->len = start + 4;
+    if (!buf_put(b, hdr.p, hdr.n) || !buf_put(b, terms.p, terms.n) ||
+        b->len - start - 4 > UINT32_MAX)
+        return false;
+    put_n32(b->data + start, (uint32_t)(b->len - start - 4));
+    return true;
+}
+
+void conn_frame_done(struct conn *c)
+{
+    struct oq *q = frame_queue(c);
+    if (c->ac && q == &c->out && !frame_to_hdr(c->ac, &q->tail->b, c->frame_start)) {
+        conn_close(c, "cannot encode a frame for the atom cache");
+        return;
+    }
+    queue_done(c, q);
+}
+
+/* Frames queued before the handshake are in the pass-through form: cut
+ * them one by one into to's header form (the atom cache was negotiated). */
+static bool pend_to_hdr(struct conn *to, struct oq *pend)
+{
+    struct obuf *o = pend->head;
+    pend->head = pend->tail = NULL;
+    pend->bytes = 0;
+    bool ok = true;
+    for (struct obuf *x = o; x && ok; x = x->next) {
+        struct cur k = cur_make(buf_head(&x->b), buf_avail(&x->b));
+        while (ok && cur_left(&k) > 0) {
+            struct span body;
+            long n = dist_cut(cur_ptr(&k), cur_left(&k), UINT64_MAX, &body);
+            struct buf *b = n > 0 ? queue_buf(to, pend) : NULL;
+            size_t start = b ? b->len : 0;
+            ok = b && buf_put(b, cur_ptr(&k), (size_t)n) && frame_to_hdr(to->ac, b, start);
+            if (ok)
+                queue_done(to, pend);
+            cur_skip(&k, n > 0 ? (size_t)n : cur_left(&k));
+        }
+    }
+    free_queue(o);
+    return ok;
+}
 
 /* Handshake packets and ticks: straight to the live queue. */
 static void queue_raw(struct conn *c, const uint8_t *p, size_t len)
@@ -742,7 +800,10 @@ static void process_frames(struct conn *c)
         } else {
             struct dist_msg m;
             const char *why = NULL;
-            if (dist_decode(body.p, body.n, h->lim, &m, &why) < 0) {
+            struct span f = body;
+            if ((c->ac && ac_frame_in(c->ac, body.p, body.n, h->max_message_bytes, &f,
+                                      &why) < 0) ||
+                dist_decode(f.p, f.n, h->lim, &m, &why) < 0) {
                 LOGW("connection to %s (%s): bad frame (%s), disconnecting", c->name,
                      c->addr, why);
                 conn_close(c, NULL);
@@ -775,6 +836,14 @@ static void handshake_done(struct conn *c)
     loop_timer_del(h->loop, c->t_setup);
     c->t_setup = 0;
     c->state = CS_UP;
+    if (c->hs.peer_flags & DFLAG_DIST_HDR_ATOM_CACHE) {
+        c->ac = malloc(sizeof *c->ac); /* fresh caches on every connection */
+        if (!c->ac) {
+            conn_close(c, "out of memory");
+            return;
+        }
+        ac_init(c->ac);
+    }
     if (!c->outgoing)
         snprintf(c->name, sizeof c->name, "%s", c->hs.peer_name);
     h->ops->up(h->owner, c); /* attaches c->peer (incoming) and logs */
@@ -1022,6 +1091,10 @@ void conn_reap(struct conn_host *h)
         free_queue(c->out.head);
         free_queue(c->pend.head);
         free_queue(c->spare);
+        if (c->ac) {
+            ac_free(c->ac);
+            free(c->ac);
+        }
         buf_free(&c->in);
         buf_free(&c->epmd_buf);
         hs_free(&c->hs);
@@ -1047,6 +1120,10 @@ static void oq_append(struct oq *to, struct oq *from)
  * from == to, pending frames join the live queue once up. */
 void conn_move_output(struct conn *from, struct conn *to)
 {
+    if (to->ac && from->pend.head && !pend_to_hdr(to, &from->pend)) {
+        conn_close(to, "cannot encode a frame for the atom cache");
+        return;
+    }
     oq_append(frame_queue(to), &from->pend);
     mark_dirty(to);
 }

@@ -21,6 +21,7 @@
 struct conn;
 struct obuf;
 struct tls;
+struct ac;
 struct dist_msg;
 
 /* How connections report to their owner.  Every callback may close the
@@ -108,6 +109,8 @@ struct conn {
     uint64_t id;                /* connection id, for logs and tests */
     bool want_write;
     bool over_cap;              /* output cap exceeded: close at turn end */
+    struct ac *ac;              /* owned: atom caches, peers with DIST_HDR_ATOM_CACHE */
+    size_t frame_start;         /* where conn_frame_buf's frame begins */
 };
 
 /* Incoming TCP connection accepted by the owner from sa (IPv4 or IPv6). */

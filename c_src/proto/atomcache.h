@@ -1,0 +1,74 @@
+/* atomcache.h - the distribution header's atom cache (DFLAG_DIST_HDR_ATOM_CACHE), pure.
+ * Owns: one connection's two caches of 2048 atoms (what the peer told us,
+ * what we told the peer), decoding a `131 68` header into the table its
+ * ATOM_CACHE_REFs index, and the rewriting of frame bodies between the
+ * header form (header, terms without 131) and the pass-through form
+ * ('p', 131 control, 131 payload) that dist_decode and the encoders speak.
+ * Why a rewrite and not cache refs inside the term walker and ei: ei cannot
+ * decode ATOM_CACHE_REF, and one copy of a ~100-byte frame costs less than
+ * teaching every decoder a second atom form.  No sockets; peer bytes only
+ * through the base/buf.h cursor getters; fragments (131 69/70) refused. */
+#ifndef KV_ATOMCACHE_H
+#define KV_ATOMCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+
+#define AC_SIZE 2048      /* ERTS_ATOM_CACHE_SIZE: 8 segments of 256 */
+#define AC_MAX_REFS 255   /* NumberOfAtomCacheRefs is one byte */
+#define AC_MAX_ATOM 1020  /* 255 characters of up to 4 UTF-8 bytes */
+#define AC_FUN_NEST 64    /* funs inside funs' free variables, one frame each */
+
+struct ac_atom {
+    uint16_t len;
+    uint8_t *txt; /* malloc'd, len bytes (NULL: empty slot) */
+};
+
+/* The atoms one header names, in ref order; texts point into the cache. */
+struct ac_refs {
+    uint32_t n;
+    struct span atom[AC_MAX_REFS];
+};
+
+/* One connection's state (about 60 KB, only for peers with the flag):
+ * ac_init, ac_free on close; a new connection starts from empty caches. */
+struct ac {
+    struct ac_atom in[AC_SIZE];   /* slots the peer filled */
+    struct ac_atom out[AC_SIZE];  /* slots we filled at the peer */
+    struct buf scratch;           /* the rewritten frame or terms (owned) */
+    struct buf hdr;               /* out: the header built (owned) */
+    /* per-frame working state, kept here so a frame allocates nothing */
+    struct ac_refs refs;          /* in: the current header's refs */
+    uint32_t nrefs;               /* out: refs of the frame being built */
+    uint16_t ref_slot[AC_MAX_REFS];
+    bool ref_new[AC_MAX_REFS];
+    int16_t slot_ref[AC_SIZE];    /* out: ref index of a slot, -1 none */
+};
+
+void ac_init(struct ac *a);
+void ac_free(struct ac *a);
+
+/* Decode the header at p[0..n) (p[0] = 131, p[1] = 68) into r, storing new
+ * entries in a->in.  Returns the header's length, or -1 with *why set. */
+long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *r,
+                      const char **why);
+
+/* A header-form frame body -> the pass-through form in a->scratch ('p',
+ * 131 control, 131 payload if any), every ATOM_CACHE_REF replaced by its
+ * atom.  max bounds the result.  0 with *out pointing into a->scratch
+ * (valid until the next call), or -1 with *why. */
+int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, uint64_t max, struct span *out,
+                const char **why);
+
+/* A pass-through body we built (p[0] = 'p', 131 control, 131 payload) ->
+ * the header form: *hdr (131 68 ...) then *terms (no 131), both pointing
+ * into a (valid until the next call), using and filling a->out: atoms
+ * become ATOM_CACHE_REFs (up to 255 per frame).  false on no memory or a
+ * body that is not ours to rewrite (nothing in a->out then relies on it). */
+bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
+                  struct span *terms);
+
+#endif

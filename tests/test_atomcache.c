@@ -1,0 +1,334 @@
+/* test_atomcache.c - the distribution header atom cache (c_src/proto/atomcache.c)
+ * against real traffic: a BEAM (OTP 25, and OTP 29 from the chroot build)
+ * talking to kv_cnode with DIST_HDR_ATOM_CACHE, recorded by
+ * tests/golden/capture_atomcache.py (both directions, each replayed through
+ * a fresh cache; every frame must turn into a pass-through frame that
+ * dist_decode accepts), the two-BEAM frames of tests/golden/frames_*.bin,
+ * our own encoder round-tripped through the decoder, every truncation of
+ * real frames, and hand-made malformed headers. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "kvtest.h"
+#include "proto/atomcache.h"
+
+static const struct term_limits LIM = {1000, 1u << 24};
+#define MAXF (64u << 20)
+
+static uint8_t *slurp(const char *rel, size_t *n)
+{
+    char path[1024];
+    const char *f = __FILE__;
+    const char *slash = strrchr(f, '/');
+    snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - f + 1) : 0, f, rel);
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        fail_msg("cannot open %s", path);
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *p = malloc((size_t)len + 1);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    *n = (size_t)len;
+    return p;
+}
+
+static struct ac *ac_new(void)
+{
+    struct ac *a = malloc(sizeof *a);
+    assert_non_null(a);
+    ac_init(a);
+    return a;
+}
+
+static void ac_del(struct ac *a)
+{
+    ac_free(a);
+    free(a);
+}
+
+/* Replay a whole-frames file; returns frames decoded, counts refs seen. */
+static size_t replay(const char *file, bool need_decode, size_t *refs_seen)
+{
+    size_t n, pos = 0, done = 0;
+    uint8_t *p = slurp(file, &n);
+    struct ac *a = ac_new();
+    *refs_seen = 0;
+    for (;;) {
+        struct span body;
+        long k = dist_cut(p + pos, n - pos, UINT64_MAX, &body);
+        if (k == DIST_NEED_MORE)
+            break;
+        assert_true(k > 0);
+        pos += (size_t)k;
+        if (body.n == 0)
+            continue;
+        struct span out;
+        const char *why = NULL;
+        if (body.n > 2 && body.p[2] > 0)
+            *refs_seen += body.p[2];
+        if (ac_frame_in(a, body.p, body.n, MAXF, &out, &why) != 0)
+            fail_msg("%s frame %zu: %s", file, done, why);
+        assert_true(out.n > 2 && out.p[0] == 'p' && out.p[1] == 131);
+        struct dist_msg m;
+        if (need_decode && dist_decode(out.p, out.n, &LIM, &m, &why) != 0)
+            fail_msg("%s frame %zu: dist_decode: %s", file, done, why);
+        if (!need_decode) {
+            long l = term_walk_versioned(out.p + 1, out.n - 1, &LIM);
+            assert_true(l > 0);
+        }
+        done++;
+    }
+    assert_int_equal(pos, n);
+    ac_del(a);
+    free(p);
+    return done;
+}
+
+static void test_golden_kv_traffic(void **state)
+{
+    const char *files[] = {"golden/ac25_frames_beam_to_kv.bin", "golden/ac25_frames_kv_to_beam.bin",
+                           "golden/ac29_frames_beam_to_kv.bin", "golden/ac29_frames_kv_to_beam.bin"};
+    for (int i = 0; i < 4; i++) {
+        size_t refs;
+        size_t got = replay(files[i], true, &refs);
+        assert_true(got > 100);
+        assert_true(refs > got); /* atoms really went by reference */
+    }
+}
+
+/* Two BEAMs (they also negotiate FRAGMENTS, but send short frames in 131 68). */
+static void test_golden_two_beams(void **state)
+{
+    size_t refs;
+    assert_true(replay("golden/frames_initiator_to_acceptor.bin", false, &refs) > 0);
+    assert_true(refs > 0);
+    assert_true(replay("golden/frames_acceptor_to_initiator.bin", false, &refs) > 0);
+}
+
+/* Every strict prefix of every real frame fails with a reason, each on a
+ * cache that holds what the frames before it left. */
+static void test_golden_prefixes(void **state)
+{
+    size_t n, pos = 0, tried = 0;
+    uint8_t *p = slurp("golden/ac29_frames_beam_to_kv.bin", &n);
+    struct ac *a = ac_new();
+    struct ac *t = ac_new();
+    for (int f = 0; f < 60; f++) {
+        struct span body, out;
+        long k = dist_cut(p + pos, n - pos, UINT64_MAX, &body);
+        assert_true(k > 0);
+        pos += (size_t)k;
+        if (body.n == 0)
+            continue;
+        const char *why = NULL;
+        for (size_t cut = 0; cut < body.n; cut++) {
+            /* a copy of the cache state: a prefix may still store entries */
+            memcpy(t->in, a->in, sizeof a->in);
+            uint8_t *dup = malloc(cut ? cut : 1);
+            memcpy(dup, body.p, cut);
+            why = NULL;
+            struct ac_atom saved[AC_SIZE];
+            memcpy(saved, t->in, sizeof saved);
+            for (size_t s = 0; s < AC_SIZE; s++)
+                if (saved[s].txt) {
+                    t->in[s].txt = malloc(saved[s].len ? saved[s].len : 1);
+                    memcpy(t->in[s].txt, saved[s].txt, saved[s].len);
+                }
+            int rc = ac_frame_in(t, dup, cut, MAXF, &out, &why);
+            struct dist_msg m;
+            if (rc == 0)
+                rc = dist_decode(out.p, out.n, &LIM, &m, &why);
+            assert_int_equal(rc, -1);
+            if (!why)
+                fail_msg("frame %d cut %zu: no reason", f, cut);
+            for (size_t s = 0; s < AC_SIZE; s++) {
+                free(t->in[s].txt);
+                t->in[s].txt = NULL;
+            }
+            free(dup);
+            tried++;
+        }
+        assert_int_equal(ac_frame_in(a, body.p, body.n, MAXF, &out, &why), 0);
+    }
+    assert_true(tried > 1000);
+    ac_del(t);
+    ac_del(a);
+    free(p);
+}
+
+/* Our encoder: what we send decodes, through the peer's cache, to exactly
+ * the pass-through frame we built; the second time atoms are cached refs. */
+static void test_roundtrip(void **state)
+{
+    /* 'p', 131 {6, Pid, '', 'Elixir.KV.Registry'}, 131 {ok, Pid, Ref, fun} */
+    static const uint8_t pid[] = {88, 119, 8, 'k', 'v', '@', 'h', 'o', 's', 't', 'x',
+                                  0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3};
+    static const uint8_t ref[] = {90, 0, 2, 119, 9, 'p', 'e', 'e', 'r', '@', 'h', 'o', 's', 't',
+                                  0, 0, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8};
+    struct buf b;
+    buf_init(&b);
+    buf_put(&b, "p\x83\x68\x04\x61\x06", 6);
+    buf_put(&b, pid, sizeof pid);
+    buf_put(&b, "\x77\x00", 2);
+    buf_put(&b, "\x77\x12" "Elixir.KV.Registry", 20);
+    buf_put(&b, "\x83\x68\x04\x77\x02ok", 7);
+    buf_put(&b, pid, sizeof pid);
+    buf_put(&b, ref, sizeof ref);
+    /* NEW_FUN: Size Arity Uniq Index NumFree=1 Module OldIndex OldUniq Pid Free */
+    size_t fs = b.len;
+    buf_put(&b, "\x70\0\0\0\0\x01", 6);
+    for (int i = 0; i < 16; i++)
+        buf_put_u8(&b, (uint8_t)i);
+    buf_put(&b, "\0\0\0\x01\0\0\0\x01", 8);
+    buf_put(&b, "\x77\x04mod1\x61\x01\x61\x02", 10);
+    buf_put(&b, pid, sizeof pid);
+    /* a non-ASCII Latin-1 atom as a free variable: sent plain, as it was */
+    buf_put(&b, "\x64\x00\x03" "ab\xe9", 6);
+    put_n32(b.data + fs + 1, (uint32_t)(b.len - fs - 1));
+    struct dist_msg m;
+    const char *why = NULL;
+    if (dist_decode(b.data, b.len, &LIM, &m, &why) != 0)
+        fail_msg("built frame: %s", why);
+
+    struct ac *me = ac_new(), *peer = ac_new();
+    size_t hdr_first = 0;
+    for (int round = 0; round < 3; round++) {
+        struct span hdr, terms, out;
+        assert_true(ac_frame_out(me, b.data, b.len, &hdr, &terms));
+        assert_true(hdr.n >= 3 && hdr.p[0] == 131 && hdr.p[1] == 68);
+        assert_true(hdr.p[2] == 6); /* kv@hostx, '', Registry, ok, peer@host, mod1 */
+        if (round == 0)
+            hdr_first = hdr.n;
+        else
+            assert_true(hdr.n < hdr_first / 2); /* refs only, no texts */
+        assert_true(terms.n < b.len - 40);
+        struct buf f;
+        buf_init(&f);
+        buf_put(&f, hdr.p, hdr.n);
+        buf_put(&f, terms.p, terms.n);
+        assert_int_equal(ac_frame_in(peer, f.data, f.len, MAXF, &out, &why), 0);
+        /* the same bytes come back */
+        assert_int_equal(out.n, b.len);
+        assert_memory_equal(out.p, b.data, b.len);
+        buf_free(&f);
+    }
+    /* not ours: no 'p', a 131 missing, trailing garbage */
+    struct span h, t;
+    assert_false(ac_frame_out(me, b.data + 1, b.len - 1, &h, &t));
+    buf_put_u8(&b, 0);
+    assert_false(ac_frame_out(me, b.data, b.len, &h, &t));
+    ac_del(me);
+    ac_del(peer);
+    buf_free(&b);
+}
+
+/* A frame: header bytes then terms {1, <atom ref 0>} style. */
+static int feed(struct ac *a, const uint8_t *p, size_t n, const char **why)
+{
+    struct span out;
+    *why = NULL;
+    return ac_frame_in(a, p, n, MAXF, &out, why);
+}
+
+static void expect_fail(struct ac *a, const uint8_t *p, size_t n, const char *sub)
+{
+    const char *why;
+    assert_int_equal(feed(a, p, n, &why), -1);
+    assert_non_null(why);
+    if (sub && !strstr(why, sub))
+        fail_msg("reason \"%s\" lacks \"%s\"", why, sub);
+}
+
+static void test_malformed(void **state)
+{
+    struct ac *a = ac_new();
+    const char *why;
+    /* valid: one new entry 'x' in slot 5*256+7 (segment 5), ctl {ref0} */
+    static const uint8_t ok1[] = {131, 68, 1, 0x0d, 7, 1, 'x', 104, 1, 82, 0};
+    if (feed(a, ok1, sizeof ok1, &why) != 0)
+        fail_msg("ok1: %s", why);
+    /* the cached form of the same slot works now */
+    static const uint8_t ok2[] = {131, 68, 1, 0x05, 7, 104, 1, 82, 0};
+    assert_int_equal(feed(a, ok2, sizeof ok2, &why), 0);
+    /* ref to an empty slot */
+    static const uint8_t empty[] = {131, 68, 1, 0x05, 8, 104, 1, 82, 0};
+    expect_fail(a, empty, sizeof empty, "empty slot");
+    /* ATOM_CACHE_REF index past the header's refs */
+    static const uint8_t badix[] = {131, 68, 1, 0x05, 7, 104, 1, 82, 1};
+    expect_fail(a, badix, sizeof badix, "past the header");
+    /* long atoms flag (nibble after the last ref): 2-byte lengths */
+    static const uint8_t lng[] = {131, 68, 1, 0x18, 9, 0, 2, 'y', 'z', 104, 1, 82, 0};
+    assert_int_equal(feed(a, lng, sizeof lng, &why), 0);
+    /* the same bytes read with 1-byte lengths break: flag cleared */
+    static const uint8_t lng_off[] = {131, 68, 1, 0x08, 9, 0, 2, 'y', 'z', 104, 1, 82, 0};
+    expect_fail(a, lng_off, sizeof lng_off, NULL);
+    /* a long-atom length past the end and over an atom's size */
+    static const uint8_t lng_big[] = {131, 68, 1, 0x18, 9, 0x04, 0x00, 'y'};
+    expect_fail(a, lng_big, sizeof lng_big, "longer than an atom");
+    static const uint8_t lng_short[] = {131, 68, 1, 0x18, 9, 0x00, 0x09, 'y'};
+    expect_fail(a, lng_short, sizeof lng_short, "truncated");
+    /* counts past the end: 5 refs announced, flags and refs missing */
+    static const uint8_t cnt[] = {131, 68, 5, 0x55};
+    expect_fail(a, cnt, sizeof cnt, "flags truncated");
+    static const uint8_t cnt2[] = {131, 68, 3, 0x55, 0x05, 7, 7};
+    expect_fail(a, cnt2, sizeof cnt2, "ref truncated");
+    /* 255 refs, the most one byte can say, all to cached slot 5*256+7 */
+    uint8_t big[3 + 128 + 255 + 4];
+    size_t k = 0;
+    big[k++] = 131; big[k++] = 68; big[k++] = 255;
+    for (int i = 0; i < 128; i++)
+        big[k++] = i < 127 ? 0x55 : 0x05; /* last byte: ref 254, flags nibble 0 */
+    for (int i = 0; i < 255; i++)
+        big[k++] = 7;
+    big[k++] = 104; big[k++] = 1; big[k++] = 97;
+    big[sizeof big - 1] = 1;
+    assert_int_equal(feed(a, big, sizeof big, &why), 0);
+    /* fragments are not negotiated */
+    static const uint8_t frag[] = {131, 69, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0};
+    expect_fail(a, frag, sizeof frag, "fragment");
+    static const uint8_t frag2[] = {131, 70, 0};
+    expect_fail(a, frag2, sizeof frag2, "fragment");
+    /* pass-through 'p' on a connection with the cache, other headers */
+    static const uint8_t pt[] = {'p', 131, 104, 1, 97, 1};
+    expect_fail(a, pt, sizeof pt, "131");
+    static const uint8_t other[] = {131, 71, 0};
+    expect_fail(a, other, sizeof other, "unknown");
+    /* no control, a 131 after the header, trailing bytes, bad tags */
+    static const uint8_t noctl[] = {131, 68, 0};
+    expect_fail(a, noctl, sizeof noctl, "no control");
+    static const uint8_t v131[] = {131, 68, 0, 131, 104, 1, 97, 1};
+    expect_fail(a, v131, sizeof v131, "131 after");
+    static const uint8_t trail[] = {131, 68, 0, 97, 1, 97, 2, 97};
+    expect_fail(a, trail, sizeof trail, "trailing");
+    static const uint8_t tag[] = {131, 68, 0, 80, 0, 0, 0, 1};
+    expect_fail(a, tag, sizeof tag, "tag");
+    /* a lying arity is refused before anything is owed */
+    static const uint8_t arity[] = {131, 68, 0, 105, 0xff, 0xff, 0xff, 0xff, 106};
+    expect_fail(a, arity, sizeof arity, "arity");
+    /* an entry whose text is not UTF-8 is stored, then refused by the walker */
+    static const uint8_t utf[] = {131, 68, 1, 0x08, 1, 1, 0xff, 104, 2, 97, 6, 82, 0};
+    struct span out;
+    assert_int_equal(ac_frame_in(a, utf, sizeof utf, MAXF, &out, &why), 0);
+    struct dist_msg m;
+    assert_int_equal(dist_decode(out.p, out.n, &LIM, &m, &why), -1);
+    /* the result is bounded */
+    assert_int_equal(ac_frame_in(a, ok2, sizeof ok2, 3, &out, &why), -1);
+    ac_del(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_kv_traffic),
+        cmocka_unit_test(test_golden_two_beams),
+        cmocka_unit_test(test_golden_prefixes),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_malformed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

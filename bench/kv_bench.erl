@@ -75,6 +75,12 @@ cfg() ->
     maps:merge(Base, Mode).
 
 run(C) ->
+    case os:getenv("KV_BENCH_ONLY", "") of
+        "callgrind" -> scenario(callgrind), callgrind(C), scenario(done), ok;
+        _ -> run_all(C)
+    end.
+
+run_all(C) ->
     scenario(start_servers),
     start_cnode(c, C, []),
     start_beam(beam, C, []),

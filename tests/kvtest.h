@@ -43,6 +43,28 @@ struct tnode {
     struct app app;
 };
 
+/* A golden file (path relative to tests/, found beside this header), read
+ * whole; the caller frees it. */
+static inline uint8_t *kt_slurp(const char *rel, size_t *n)
+{
+    char path[1024];
+    const char *f = __FILE__;
+    const char *slash = strrchr(f, '/');
+    snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - f + 1) : 0, f, rel);
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        fail_msg("cannot open %s (run from the repository root)", path);
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *p = malloc((size_t)len + 1);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    *n = (size_t)len;
+    return p;
+}
+
 static inline void kt_cfg(struct node_opts *cfg, const char *name)
 {
     memset(cfg, 0, sizeof *cfg);

@@ -17,26 +17,6 @@
 static const struct term_limits LIM = {1000, 1u << 24};
 #define MAXF (64u << 20)
 
-static uint8_t *slurp(const char *rel, size_t *n)
-{
-    char path[1024];
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - f + 1) : 0, f, rel);
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        fail_msg("cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, fp), (size_t)len);
-    fclose(fp);
-    *n = (size_t)len;
-    return p;
-}
-
 static struct ac *ac_new(void)
 {
     struct ac *a = malloc(sizeof *a);
@@ -55,7 +35,7 @@ static void ac_del(struct ac *a)
 static size_t replay(const char *file, bool need_decode, size_t *refs_seen)
 {
     size_t n, pos = 0, done = 0;
-    uint8_t *p = slurp(file, &n);
+    uint8_t *p = kt_slurp(file, &n);
     struct ac *a = ac_new();
     *refs_seen = 0;
     for (;;) {
@@ -115,7 +95,7 @@ static void test_golden_two_beams(void **state)
 static void test_golden_prefixes(void **state)
 {
     size_t n, pos = 0, tried = 0;
-    uint8_t *p = slurp("golden/ac29_frames_beam_to_kv.bin", &n);
+    uint8_t *p = kt_slurp("golden/ac29_frames_beam_to_kv.bin", &n);
     struct ac *a = ac_new();
     struct ac *t = ac_new();
     for (int f = 0; f < 60; f++) {
@@ -321,11 +301,57 @@ static void test_malformed(void **state)
     ac_del(a);
 }
 
+/* The one-pass rewrite (worst case reserved), the measuring pass of big
+ * frames and the header memo give the same bytes as a plain decode of
+ * every header: three caches replay the same traffic side by side. */
+static void test_paths_agree(void **state)
+{
+    const char *files[] = {"golden/ac25_frames_beam_to_kv.bin", "golden/ac29_frames_beam_to_kv.bin",
+                           "golden/frames_initiator_to_acceptor.bin"};
+    for (int f = 0; f < 3; f++) {
+        size_t n, pos = 0, frames = 0;
+        uint8_t *p = kt_slurp(files[f], &n);
+        struct ac *fast = ac_new(), *measure = ac_new(), *plain = ac_new();
+        measure->one_pass_max = 0;
+        plain->memo_off = true;
+        plain->one_pass_max = 0;
+        for (;;) {
+            struct span body;
+            long k = dist_cut(p + pos, n - pos, UINT64_MAX, &body);
+            if (k == DIST_NEED_MORE)
+                break;
+            assert_true(k > 0);
+            pos += (size_t)k;
+            if (body.n == 0)
+                continue;
+            struct span o1, o2, o3;
+            const char *why = NULL;
+            assert_int_equal(ac_frame_in(fast, body.p, body.n, MAXF, &o1, &why), 0);
+            assert_int_equal(ac_frame_in(measure, body.p, body.n, MAXF, &o2, &why), 0);
+            assert_int_equal(ac_frame_in(plain, body.p, body.n, MAXF, &o3, &why), 0);
+            assert_int_equal(o1.n, o3.n);
+            assert_int_equal(o2.n, o3.n);
+            assert_memory_equal(o1.p, o3.p, o3.n);
+            assert_memory_equal(o2.p, o3.p, o3.n);
+            /* the bound: too small a limit is refused on both paths */
+            assert_int_equal(ac_frame_in(fast, body.p, body.n, o3.n - 1, &o1, &why), -1);
+            assert_int_equal(ac_frame_in(measure, body.p, body.n, o3.n - 1, &o2, &why), -1);
+            frames++;
+        }
+        assert_true(frames > 10);
+        ac_del(fast);
+        ac_del(measure);
+        ac_del(plain);
+        free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_kv_traffic),
         cmocka_unit_test(test_golden_two_beams),
+        cmocka_unit_test(test_paths_agree),
         cmocka_unit_test(test_golden_prefixes),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_malformed),

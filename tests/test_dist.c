@@ -15,26 +15,6 @@ static const struct term_limits LIM = {1000, 1u << 24};
 
 /* ---- golden files, found beside this source file ---- */
 
-static uint8_t *slurp(const char *rel, size_t *n)
-{
-    char path[1024];
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    snprintf(path, sizeof path, "%.*s%s", slash ? (int)(slash - f + 1) : 0, f, rel);
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        fail_msg("cannot open %s (run from the repository root)", path);
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, fp), (size_t)len);
-    fclose(fp);
-    *n = (size_t)len;
-    return p;
-}
-
 /* ---- the reference cutter: (offset, length) of every body ---- */
 
 struct cutlist {
@@ -95,7 +75,7 @@ static void check_stream(const uint8_t *p, size_t n, const size_t *cuts, size_t 
 static uint8_t *ticked_stream(size_t k, size_t *n)
 {
     size_t gn;
-    uint8_t *g = slurp("golden/p_frames_beam_to_kv.bin", &gn);
+    uint8_t *g = kt_slurp("golden/p_frames_beam_to_kv.bin", &gn);
     struct buf b;
     buf_init(&b);
     buf_put_n32(&b, 0);
@@ -184,7 +164,7 @@ static void test_cut_every_split(void **state)
 static void test_cut_golden_chunks(void **state)
 {
     size_t n;
-    uint8_t *p = slurp("golden/p_frames_beam_to_kv.bin", &n);
+    uint8_t *p = kt_slurp("golden/p_frames_beam_to_kv.bin", &n);
     static struct cutlist ref;
     cut_all(p, n, &ref);
     assert_true(ref.n > 100);
@@ -220,7 +200,7 @@ static int golden_op(const uint8_t *body)
 static void decode_stream(const char *file, const int *want_ops, size_t nwant)
 {
     size_t n;
-    uint8_t *p = slurp(file, &n);
+    uint8_t *p = kt_slurp(file, &n);
     static struct cutlist ref;
     cut_all(p, n, &ref);
     bool seen[64] = {false};
@@ -285,7 +265,7 @@ static void test_decode_golden_atom_cache(void **state)
                            "golden/frames_acceptor_to_initiator.bin"};
     for (int f = 0; f < 2; f++) {
         size_t n;
-        uint8_t *p = slurp(files[f], &n);
+        uint8_t *p = kt_slurp(files[f], &n);
         static struct cutlist ref;
         cut_all(p, n, &ref);
         size_t refused = 0;
@@ -308,7 +288,7 @@ static void test_decode_golden_atom_cache(void **state)
 static void test_decode_golden_prefixes(void **state)
 {
     size_t n;
-    uint8_t *p = slurp("golden/p_frames_beam_to_kv.bin", &n);
+    uint8_t *p = kt_slurp("golden/p_frames_beam_to_kv.bin", &n);
     static struct cutlist ref;
     cut_all(p, n, &ref);
     size_t tried = 0;

@@ -28,6 +28,7 @@ void ac_init(struct ac *a)
     buf_init(&a->scratch);
     buf_init(&a->hdr);
     memset(a->slot_ref, 0xff, sizeof a->slot_ref);
+    a->one_pass_max = AC_ONE_PASS_MAX;
 }
 
 static void free_slots(struct ac_atom *s)
@@ -67,6 +68,7 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
     struct cur c = cur_make(p, n);
     uint8_t v, kind, cnt;
     r->n = 0;
+    r->any_new = false;
     if (!cur_u8(&c, &v) || v != T_VERSION || !cur_u8(&c, &kind)) {
         *why = "frame does not start with 131 (atom-cache header expected)";
         return -1;
@@ -133,12 +135,14 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
                 *why = "out of memory";
                 return -1;
             }
+            r->any_new = true;
         } else if (!s->txt) {
             *why = "atom-cache ref to an empty slot";
             return -1;
         }
         r->atom[i].p = s->txt;
         r->atom[i].n = s->len;
+        r->cix[i] = (uint16_t)cix;
         r->n = i + 1;
     }
     return (long)c.pos;
@@ -150,139 +154,96 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
  * byte); funs, whose Size field counts their own bytes, keep a frame so
  * that the Size can be patched once their free variables are done.  The
  * rewriter only needs to find every atom; the result is walked and checked
- * by term_walk afterwards (in), or is our own encoder's output (out). */
+ * by term_walk afterwards (in), or is our own encoder's output (out).
+ *
+ * Output writes are unchecked: the caller reserves the worst case first.
+ * Out, a ref (2 bytes) is never longer than the atom it replaces, so the
+ * input's size bounds the output.  In, each ATOM_CACHE_REF (2 bytes) grows
+ * by at most the longest atom of the header plus one; when that bound is
+ * large (a big frame) a first pass in RW_MEASURE mode counts the exact size
+ * without writing.  Input bytes are read only through the cur getters. */
 
-struct rw;
-/* An atom met in the input: copy or replace it. */
-typedef bool (*rw_atom_fn)(struct rw *w, uint8_t tag, struct span txt);
+enum rw_mode { RW_IN, RW_MEASURE, RW_OUT };
 
 struct rw {
     struct cur c;
-    struct buf *o;
-    const struct ac_refs *refs; /* in: what ATOM_CACHE_REF indexes; NULL out */
-    rw_atom_fn atom;
-    uint64_t max;               /* bound on o's growth */
-    size_t o_start;
-    const char *why;
+    uint8_t *o;                 /* output base (NULL when measuring) */
+    size_t ol;                  /* bytes produced */
+    const struct ac_refs *refs; /* in: what ATOM_CACHE_REF indexes */
     struct ac *ac;              /* out: the caches and per-frame refs */
+    const char *why;
 };
 
-static bool out_put_slow(struct rw *w, const void *p, size_t n)
+#define RW_INLINE static inline __attribute__((always_inline))
+
+/* The pieces are mostly a few bytes: fixed-size moves that stay inside
+ * both ranges (overlapping halves) cost less than a call to memcpy. */
+RW_INLINE void small_copy(uint8_t *d, const uint8_t *s, size_t n)
 {
-    if (w->o->len - w->o_start + n > w->max) {
-        w->why = "rewritten frame larger than --max-message-bytes";
-        return false;
+    if (n >= 8 && n <= 16) {
+        uint64_t x, y;
+        memcpy(&x, s, 8);
+        memcpy(&y, s + n - 8, 8);
+        memcpy(d, &x, 8);
+        memcpy(d + n - 8, &y, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        memcpy(d, &x, 4);
+        memcpy(d + n - 4, &y, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
     }
-    /* room for this and the like of the rest: the pieces are small */
-    if (!buf_reserve(w->o, n + 256) || !buf_put(w->o, p, n)) {
-        w->why = "out of memory";
-        return false;
-    }
-    return true;
 }
 
-/* Inline: a frame is a few dozen small pieces; a call per piece into
- * buf_put cost more than the rest of the rewrite. */
-static inline bool out_put(struct rw *w, const void *p, size_t n)
+RW_INLINE bool small_eq(const uint8_t *a, const uint8_t *b, size_t n)
 {
-    struct buf *o = w->o;
-    if (o->cap - o->len >= n && o->len - w->o_start + n <= w->max) {
-        memcpy(o->data + o->len, p, n);
-        o->len += n;
-        return true;
+    if (n >= 8 && n <= 16) {
+        uint64_t x, y, u, v;
+        memcpy(&x, a, 8);
+        memcpy(&y, a + n - 8, 8);
+        memcpy(&u, b, 8);
+        memcpy(&v, b + n - 8, 8);
+        return x == u && y == v;
     }
-    return out_put_slow(w, p, n);
+    return memcmp(a, b, n) == 0;
 }
 
-static bool copy(struct rw *w, size_t n)
+RW_INLINE void emit(struct rw *w, enum rw_mode mode, const void *p, size_t n)
+{
+    if (mode != RW_MEASURE)
+        small_copy(w->o + w->ol, p, n);
+    w->ol += n;
+}
+
+RW_INLINE bool copy(struct rw *w, enum rw_mode mode, size_t n)
 {
     struct span s;
     if (!cur_span(&w->c, n, &s)) {
         w->why = "term truncated";
         return false;
     }
-    return out_put(w, s.p, s.n);
+    emit(w, mode, s.p, s.n);
+    return true;
 }
 
-static bool put_atom_plain(struct rw *w, struct span txt)
+RW_INLINE void put_atom_plain(struct rw *w, enum rw_mode mode, struct span txt)
 {
     uint8_t h[3];
-    size_t hn;
     if (txt.n <= 255) {
         h[0] = T_SMALL_ATOM_UTF8;
         h[1] = (uint8_t)txt.n;
-        hn = 2;
+        emit(w, mode, h, 2);
     } else {
         h[0] = T_ATOM_UTF8;
         put_n16(h + 1, (uint16_t)txt.n);
-        hn = 3;
+        emit(w, mode, h, 3);
     }
-    return out_put(w, h, hn) && out_put(w, txt.p, txt.n);
-}
-
-/* Read one atom (any atom tag, or ATOM_CACHE_REF in) and hand it on. */
-static bool rw_atom(struct rw *w)
-{
-    uint8_t tag;
-    if (!cur_u8(&w->c, &tag)) {
-        w->why = "term truncated";
-        return false;
-    }
-    if (tag == T_ACREF) {
-        uint8_t ix;
-        if (!w->refs) {
-            w->why = "atom-cache ref in our own frame";
-            return false;
-        }
-        if (!cur_u8(&w->c, &ix)) {
-            w->why = "term truncated";
-            return false;
-        }
-        if (ix >= w->refs->n) {
-            w->why = "atom-cache ref past the header's refs";
-            return false;
-        }
-        return put_atom_plain(w, w->refs->atom[ix]);
-    }
-    size_t len;
-    if (tag == T_ATOM || tag == T_ATOM_UTF8) {
-        uint16_t l16;
-        if (!cur_n16(&w->c, &l16)) {
-            w->why = "term truncated";
-            return false;
-        }
-        len = l16;
-    } else if (tag == T_SMALL_ATOM || tag == T_SMALL_ATOM_UTF8) {
-        uint8_t l8;
-        if (!cur_u8(&w->c, &l8)) {
-            w->why = "term truncated";
-            return false;
-        }
-        len = l8;
-    } else {
-        w->why = "atom expected";
-        return false;
-    }
-    struct span txt;
-    if (!cur_span(&w->c, len, &txt)) {
-        w->why = "term truncated";
-        return false;
-    }
-    return w->atom(w, tag, txt);
-}
-
-/* in: atoms are copied as they came (term_walk checks them next) */
-static bool atom_copy(struct rw *w, uint8_t tag, struct span txt)
-{
-    uint8_t h[3] = {tag};
-    size_t hn = 2;
-    if (tag == T_ATOM || tag == T_ATOM_UTF8) {
-        put_n16(h + 1, (uint16_t)txt.n);
-        hn = 3;
-    } else {
-        h[1] = (uint8_t)txt.n;
-    }
-    return out_put(w, h, hn) && out_put(w, txt.p, txt.n);
+    emit(w, mode, txt.p, txt.n);
 }
 
 static uint32_t slot_of(struct span txt)
@@ -298,47 +259,103 @@ static uint32_t slot_of(struct span txt)
     return (h ^ h >> 13) % AC_SIZE;
 }
 
-/* out: an atom becomes a ref to its slot; new or changed slots are sent as
- * new entries.  Two atoms of one frame on one slot: the second goes plain,
- * as erts does.  Latin-1 atoms with non-ASCII bytes go plain (the cache
- * holds UTF-8). */
-static bool atom_ref(struct rw *w, uint8_t tag, struct span txt)
+/* out: the ref index for an atom (its slot filled, as a new entry when it
+ * changed), -1 to send it plain, -2 on no memory.  Two atoms of one frame
+ * on one slot: the second goes plain, as erts does.  Latin-1 atoms with
+ * non-ASCII bytes go plain (the cache holds UTF-8). */
+static int atom_ref(struct ac *a, uint8_t tag, struct span txt)
 {
     if (tag == T_ATOM || tag == T_SMALL_ATOM) {
         for (size_t i = 0; i < txt.n; i++)
             if (txt.p[i] >= 0x80)
-                return atom_copy(w, tag, txt);
+                return -1;
     }
     uint32_t s = slot_of(txt);
-    struct ac *a = w->ac;
     struct ac_atom *e = &a->out[s];
-    bool same = e->txt && e->len == txt.n && memcmp(e->txt, txt.p, txt.n) == 0;
+    bool same = e->txt && e->len == txt.n && small_eq(e->txt, txt.p, txt.n);
     int16_t r = a->slot_ref[s];
-    if (r < 0) {
-        if (a->nrefs >= AC_MAX_REFS)
-            return atom_copy(w, tag, txt);
-        if (!same && !slot_set(e, txt.p, txt.n)) {
+    if (r >= 0)
+        return same ? r : -1;
+    if (a->nrefs >= AC_MAX_REFS)
+        return -1;
+    if (!same && !slot_set(e, txt.p, txt.n))
+        return -2;
+    r = (int16_t)a->nrefs++;
+    a->slot_ref[s] = r;
+    a->ref_slot[r] = (uint16_t)s;
+    a->ref_new[r] = !same;
+    return r;
+}
+
+/* Read one atom (any atom tag, or ATOM_CACHE_REF in) and write it on. */
+RW_INLINE bool rw_atom(struct rw *w, enum rw_mode mode)
+{
+    struct cur *c = &w->c;
+    uint8_t tag, l8;
+    uint16_t l16;
+    size_t len, hn;
+    if (!cur_u8(c, &tag))
+        goto short_;
+    switch (tag) {
+    case T_ACREF:
+        if (mode == RW_OUT) {
+            w->why = "atom-cache ref in our own frame";
+            return false;
+        }
+        if (!cur_u8(c, &l8))
+            goto short_;
+        if (l8 >= w->refs->n) {
+            w->why = "atom-cache ref past the header's refs";
+            return false;
+        }
+        put_atom_plain(w, mode, w->refs->atom[l8]);
+        return true;
+    case T_ATOM: case T_ATOM_UTF8:
+        if (!cur_n16(c, &l16))
+            goto short_;
+        len = l16;
+        hn = 3;
+        break;
+    case T_SMALL_ATOM: case T_SMALL_ATOM_UTF8:
+        if (!cur_u8(c, &l8))
+            goto short_;
+        len = l8;
+        hn = 2;
+        break;
+    default:
+        w->why = "atom expected";
+        return false;
+    }
+    struct span txt;
+    if (!cur_span(c, len, &txt))
+        goto short_;
+    if (mode == RW_OUT) {
+        int r = atom_ref(w->ac, tag, txt);
+        if (r == -2) {
             w->why = "out of memory";
             return false;
         }
-        r = (int16_t)a->nrefs++;
-        a->slot_ref[s] = r;
-        a->ref_slot[r] = (uint16_t)s;
-        a->ref_new[r] = !same;
-    } else if (!same) {
-        return atom_copy(w, tag, txt);
+        if (r >= 0) {
+            uint8_t h[2] = {T_ACREF, (uint8_t)r};
+            emit(w, mode, h, 2);
+            return true;
+        }
     }
-    uint8_t h[2] = {T_ACREF, (uint8_t)r};
-    return out_put(w, h, 2);
+    /* as it came, header included (term_walk checks it next, in) */
+    emit(w, mode, txt.p - hn, hn + len);
+    return true;
+short_:
+    w->why = "term truncated";
+    return false;
 }
 
 struct fun_frame {
     uint64_t level;  /* pending when the fun's own sub-terms are all started */
-    size_t size_at;  /* offset in o of its Size field */
+    size_t size_at;  /* offset in the output of its Size field */
 };
 
-/* Rewrite exactly one term (no 131) from w->c to w->o. */
-static bool rw_term(struct rw *w)
+/* Rewrite exactly one term (no 131) from w->c to the output. */
+RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
 {
     struct fun_frame funs[AC_FUN_NEST];
     size_t nfun = 0;
@@ -347,102 +364,98 @@ static bool rw_term(struct rw *w)
     for (;;) {
         while (nfun > 0 && funs[nfun - 1].level == pending) {
             struct fun_frame *f = &funs[--nfun];
-            size_t sz = w->o->len - f->size_at;
+            size_t sz = w->ol - f->size_at;
             if (sz > UINT32_MAX) {
                 w->why = "fun too big";
                 return false;
             }
-            put_n32(w->o->data + f->size_at, (uint32_t)sz);
+            if (mode != RW_MEASURE)
+                put_n32(w->o + f->size_at, (uint32_t)sz);
         }
         if (pending == 0)
             return true;
         pending--;
         uint8_t tag;
-        uint8_t n8;
-        uint16_t n16;
-        uint32_t n32;
         uint64_t add = 0;
-        if (!cur_peek_u8(c, &tag)) {
-            w->why = "term truncated";
-            return false;
-        }
+        if (!cur_peek_u8(c, &tag))
+            goto short_;
         switch (tag) {
         case T_ATOM: case T_SMALL_ATOM: case T_ATOM_UTF8: case T_SMALL_ATOM_UTF8: case T_ACREF:
-            if (!rw_atom(w))
+            if (!rw_atom(w, mode))
                 return false;
             break;
-        case T_SMALL_INT: if (!copy(w, 2)) return false; break;
-        case T_INT: if (!copy(w, 5)) return false; break;
-        case T_FLOAT: if (!copy(w, 32)) return false; break;
-        case T_NEW_FLOAT: if (!copy(w, 9)) return false; break;
-        case T_NIL: if (!copy(w, 1)) return false; break;
-        case T_SMALL_BIG: {
+        case T_SMALL_INT: if (!copy(w, mode, 2)) return false; break;
+        case T_INT: if (!copy(w, mode, 5)) return false; break;
+        case T_FLOAT: if (!copy(w, mode, 32)) return false; break;
+        case T_NEW_FLOAT: if (!copy(w, mode, 9)) return false; break;
+        case T_NIL: if (!copy(w, mode, 1)) return false; break;
+        case T_SMALL_BIG: case T_LARGE_BIG: case T_STRING: case T_BINARY: case T_BIT_BINARY: {
+            /* tag, a length of 1, 4, 2, 4 or 4 bytes, (a bits byte), the bytes */
             struct cur t = *c;
+            uint8_t n8;
+            uint16_t n16;
+            uint32_t n32;
+            size_t n;
             cur_skip(&t, 1);
-            if (!cur_u8(&t, &n8) || !copy(w, 3 + (size_t)n8))
-                goto short_;
-            break;
-        }
-        case T_LARGE_BIG: {
-            struct cur t = *c;
-            cur_skip(&t, 1);
-            if (!cur_n32(&t, &n32) || !copy(w, 6 + (size_t)n32))
-                goto short_;
-            break;
-        }
-        case T_STRING: {
-            struct cur t = *c;
-            cur_skip(&t, 1);
-            if (!cur_n16(&t, &n16) || !copy(w, 3 + (size_t)n16))
-                goto short_;
-            break;
-        }
-        case T_BINARY: {
-            struct cur t = *c;
-            cur_skip(&t, 1);
-            if (!cur_n32(&t, &n32) || !copy(w, 5 + (size_t)n32))
-                goto short_;
-            break;
-        }
-        case T_BIT_BINARY: {
-            struct cur t = *c;
-            cur_skip(&t, 1);
-            if (!cur_n32(&t, &n32) || !copy(w, 6 + (size_t)n32))
-                goto short_;
+            if (tag == T_SMALL_BIG) {
+                if (!cur_u8(&t, &n8))
+                    goto short_;
+                n = 3 + (size_t)n8;
+            } else if (tag == T_STRING) {
+                if (!cur_n16(&t, &n16))
+                    goto short_;
+                n = 3 + (size_t)n16;
+            } else {
+                if (!cur_n32(&t, &n32))
+                    goto short_;
+                n = (tag == T_BINARY ? 5 : 6) + (size_t)n32;
+            }
+            if (!copy(w, mode, n))
+                return false;
             break;
         }
         case T_PID: case T_NEW_PID: case T_PORT: case T_NEW_PORT: case T_V4_PORT: case T_REF: {
             static const uint8_t tail[256] = {[T_PID] = 9, [T_NEW_PID] = 12, [T_PORT] = 5,
                                               [T_NEW_PORT] = 8, [T_V4_PORT] = 12, [T_REF] = 5};
-            if (!copy(w, 1) || !rw_atom(w) || !copy(w, tail[tag]))
+            if (!copy(w, mode, 1) || !rw_atom(w, mode) || !copy(w, mode, tail[tag]))
                 return false;
             break;
         }
         case T_NEW_REF: case T_NEWER_REF: {
+            uint16_t n16;
             struct cur t = *c;
             cur_skip(&t, 1);
             if (!cur_n16(&t, &n16))
                 goto short_;
-            if (!copy(w, 3) || !rw_atom(w) ||
-                !copy(w, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
+            if (!copy(w, mode, 3) || !rw_atom(w, mode) ||
+                !copy(w, mode, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
                 return false;
             break;
         }
-        case T_SMALL_TUPLE:
-            if (!copy(w, 2))
+        case T_SMALL_TUPLE: {
+            uint8_t n8;
+            struct cur t = *c;
+            cur_skip(&t, 1);
+            if (!cur_u8(&t, &n8))
+                goto short_;
+            if (!copy(w, mode, 2))
                 return false;
-            add = w->o->data[w->o->len - 1];
+            add = n8;
             break;
+        }
         case T_LARGE_TUPLE: case T_LIST: case T_MAP: {
-            if (!copy(w, 5))
+            uint32_t n32;
+            struct cur t = *c;
+            cur_skip(&t, 1);
+            if (!cur_n32(&t, &n32))
+                goto short_;
+            if (!copy(w, mode, 5))
                 return false;
-            const uint8_t *q = w->o->data + w->o->len - 4;
-            n32 = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16) | ((uint32_t)q[2] << 8) | q[3];
             add = tag == T_LIST ? (uint64_t)n32 + 1 : tag == T_MAP ? 2 * (uint64_t)n32 : n32;
             break;
         }
         case T_EXPORT:
-            if (!copy(w, 1))
+            if (!copy(w, mode, 1))
                 return false;
             add = 3;
             break;
@@ -453,15 +466,17 @@ static bool rw_term(struct rw *w)
                 w->why = "funs nested too deep";
                 return false;
             }
-            size_t at = w->o->len + 1;
-            if (!copy(w, 1 + 4 + 1 + 16 + 4 + 4))
+            size_t at = w->ol + 1;
+            uint32_t nfree;
+            struct cur t = *c;
+            if (!cur_skip(&t, 26) || !cur_n32(&t, &nfree))
+                goto short_;
+            if (!copy(w, mode, 1 + 4 + 1 + 16 + 4 + 4))
                 return false;
-            const uint8_t *q = w->o->data + w->o->len - 4;
-            n32 = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16) | ((uint32_t)q[2] << 8) | q[3];
             funs[nfun].level = pending;
             funs[nfun].size_at = at;
             nfun++;
-            add = 4 + (uint64_t)n32;
+            add = 4 + (uint64_t)nfree;
             break;
         }
         default:
@@ -479,56 +494,133 @@ short_:
     return false;
 }
 
-static void rw_setup(struct rw *w, const uint8_t *p, size_t n, struct buf *o, uint64_t max)
+/* In: the terms after the header -> 'p' 131 control [131 payload]. */
+RW_INLINE bool rw_in(struct rw *w, enum rw_mode mode)
 {
-    /* the output is about the input's size: reserve once (growth, if any,
-     * goes through out_put_slow) */
-    buf_reserve(o, n + 512);
-    w->c = cur_make(p, n);
-    w->o = o;
-    w->max = max;
-    w->o_start = o->len;
-    w->why = NULL;
+    static const uint8_t pass[2] = {'p', T_VERSION};
+    if (cur_left(&w->c) == 0) {
+        w->why = "no control message after the atom-cache header";
+        return false;
+    }
+    for (int t = 0; t < 2 && cur_left(&w->c) > 0; t++) {
+        uint8_t first = 0;
+        if (cur_peek_u8(&w->c, &first) && first == T_VERSION) {
+            w->why = "131 after an atom-cache header";
+            return false;
+        }
+        emit(w, mode, t == 0 ? pass : pass + 1, t == 0 ? 2 : 1);
+        if (!rw_term(w, mode))
+            return false;
+    }
+    if (cur_left(&w->c) > 0) {
+        w->why = "trailing bytes after the payload";
+        return false;
+    }
+    return true;
+}
+
+static bool rw_in_write(struct rw *w) { return rw_in(w, RW_IN); }
+static bool rw_in_measure(struct rw *w) { return rw_in(w, RW_MEASURE); }
+
+/* The header at p as a memo hit (its length, refs filled) or 0. */
+static long memo_find(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *refs)
+{
+    struct cur c = cur_make(p, n);
+    uint8_t cnt;
+    if (a->memo_off || !cur_skip(&c, 2) || !cur_u8(&c, &cnt))
+        return 0;
+    /* the length it has if it fills no slot, as every memo entry */
+    size_t len = 3 + (cnt ? (size_t)cnt / 2 + 1 + cnt : 0);
+    if (len > AC_MEMO_HDR || len > n)
+        return 0;
+    for (int i = 0; i < AC_MEMO; i++) {
+        if (a->memo[i].len != len || memcmp(a->memo[i].hdr, p, len) != 0)
+            continue;
+        for (uint32_t k = 0; k < cnt; k++) {
+            const struct ac_atom *s = &a->in[a->memo_cix[i][k]];
+            refs->atom[k].p = s->txt;
+            refs->atom[k].n = s->len;
+        }
+        refs->n = cnt;
+        return (long)len;
+    }
+    return 0;
+}
+
+static void memo_add(struct ac *a, const uint8_t *p, long len, const struct ac_refs *refs)
+{
+    if (a->memo_off || refs->any_new || len > AC_MEMO_HDR)
+        return;
+    struct ac_memo *m = &a->memo[a->memo_next];
+    memcpy(m->hdr, p, (size_t)len);
+    m->len = (uint8_t)len;
+    memcpy(a->memo_cix[a->memo_next], refs->cix, refs->n * sizeof refs->cix[0]);
+    a->memo_next = (uint8_t)((a->memo_next + 1) % AC_MEMO);
 }
 
 int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, uint64_t max, struct span *out,
                 const char **why)
 {
     struct ac_refs *refs = &a->refs;
-    int rc = -1;
-    long h = ac_decode_header(a, p, n, refs, why);
-    if (h < 0)
-        goto done;
-    struct rw w;
-    buf_reset(&a->scratch);
-    rw_setup(&w, p + h, n - (size_t)h, &a->scratch, max);
-    w.refs = refs;
-    w.atom = atom_copy;
-    static const uint8_t pass[2] = {'p', T_VERSION};
-    if (cur_left(&w.c) == 0) {
-        *why = "no control message after the atom-cache header";
-        goto done;
+    long h = memo_find(a, p, n, refs);
+    if (h == 0) {
+        h = ac_decode_header(a, p, n, refs, why);
+        if (h < 0)
+            return -1;
+        memo_add(a, p, h, refs);
     }
-    for (int t = 0; t < 2 && cur_left(&w.c) > 0; t++) {
-        uint8_t first = 0;
-        if (cur_peek_u8(&w.c, &first) && first == T_VERSION) {
-            *why = "131 after an atom-cache header";
-            goto done;
-        }
-        if (!out_put(&w, t == 0 ? pass : pass + 1, t == 0 ? 2 : 1) || !rw_term(&w)) {
+    size_t longest = 0;
+    for (uint32_t i = 0; i < refs->n; i++)
+        if (refs->atom[i].n > longest)
+            longest = refs->atom[i].n;
+    size_t body = n - (size_t)h;
+    /* 'p' and two 131s, and each 2-byte ref grows by at most longest + 1 */
+    size_t bound = body + 3 + body / 2 * (longest + 1);
+    struct rw w = {.refs = refs};
+    if (bound > a->one_pass_max) {
+        w.c = cur_make(p + h, body);
+        if (!rw_in_measure(&w)) {
             *why = w.why;
-            goto done;
+            return -1;
         }
+        if (w.ol > max) {
+            *why = "rewritten frame larger than --max-message-bytes";
+            return -1;
+        }
+        bound = w.ol;
     }
-    if (cur_left(&w.c) > 0) {
-        *why = "trailing bytes after the payload";
-        goto done;
+    buf_reset(&a->scratch);
+    if (!buf_reserve(&a->scratch, bound)) {
+        *why = "out of memory";
+        return -1;
     }
-    out->p = buf_head(&a->scratch);
-    out->n = buf_avail(&a->scratch);
-    rc = 0;
-done:
-    return rc;
+    w.c = cur_make(p + h, body);
+    w.o = a->scratch.data;
+    w.ol = 0;
+    if (!rw_in_write(&w)) {
+        *why = w.why;
+        return -1;
+    }
+    if (w.ol > max) {
+        *why = "rewritten frame larger than --max-message-bytes";
+        return -1;
+    }
+    a->scratch.len = w.ol;
+    out->p = a->scratch.data;
+    out->n = w.ol;
+    return 0;
+}
+
+/* Out: 'p' 131 control [131 payload] -> the terms, atoms as refs. */
+static bool rw_out(struct rw *w)
+{
+    uint8_t b;
+    if (!cur_u8(&w->c, &b) || b != 'p')
+        return false;
+    for (int t = 0; t < 2 && cur_left(&w->c) > 0; t++)
+        if (!cur_u8(&w->c, &b) || b != T_VERSION || !rw_term(w, RW_OUT))
+            return false;
+    return cur_left(&w->c) == 0;
 }
 
 bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
@@ -536,22 +628,16 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
 {
     struct buf *out = &a->hdr;
     buf_reset(out);
-    struct rw w;
     bool ok = false;
-    buf_reset(&a->scratch);
-    rw_setup(&w, p, n, &a->scratch, UINT64_MAX);
-    w.refs = NULL;
-    w.atom = atom_ref;
-    w.ac = a;
     a->nrefs = 0;
-    uint8_t b;
-    if (!cur_u8(&w.c, &b) || b != 'p')
+    buf_reset(&a->scratch);
+    struct rw w = {.ac = a, .c = cur_make(p, n)};
+    if (!buf_reserve(&a->scratch, n))
         goto done;
-    for (int t = 0; t < 2 && cur_left(&w.c) > 0; t++)
-        if (!cur_u8(&w.c, &b) || b != T_VERSION || !rw_term(&w))
-            goto done;
-    if (cur_left(&w.c) > 0)
+    w.o = a->scratch.data;
+    if (!rw_out(&w))
         goto done;
+    a->scratch.len = w.ol;
     /* header: 131 68 N flags refs, sized first and written in one go */
     size_t nf = a->nrefs ? (size_t)a->nrefs / 2 + 1 : 0, need = 3 + nf;
     bool long_atoms = false;

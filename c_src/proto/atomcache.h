@@ -4,6 +4,8 @@
  * ATOM_CACHE_REFs index, and the rewriting of frame bodies between the
  * header form (header, terms without 131) and the pass-through form
  * ('p', 131 control, 131 payload) that dist_decode and the encoders speak.
+ * The rewrite writes into a buffer reserved once for its worst case (or
+ * for the size a first, counting pass measured, for a big frame).
  * Why a rewrite and not cache refs inside the term walker and ei: ei cannot
  * decode ATOM_CACHE_REF, and one copy of a ~100-byte frame costs less than
  * teaching every decoder a second atom form.  No sockets; peer bytes only
@@ -21,6 +23,7 @@
 #define AC_MAX_REFS 255   /* NumberOfAtomCacheRefs is one byte */
 #define AC_MAX_ATOM 1020  /* 255 characters of up to 4 UTF-8 bytes */
 #define AC_FUN_NEST 64    /* funs inside funs' free variables, one frame each */
+#define AC_ONE_PASS_MAX (64 * 1024) /* in: worst cases up to this skip the measuring pass */
 
 struct ac_atom {
     uint16_t len;
@@ -30,7 +33,20 @@ struct ac_atom {
 /* The atoms one header names, in ref order; texts point into the cache. */
 struct ac_refs {
     uint32_t n;
+    bool any_new;                 /* the header filled a slot */
+    uint16_t cix[AC_MAX_REFS];    /* cache index of each ref */
     struct span atom[AC_MAX_REFS];
+};
+
+/* A header seen before that filled no slot: its bytes decide its refs
+ * (filled slots are only ever replaced by a header that says so), so the
+ * same bytes again are looked up, not decoded.  A client sends few shapes
+ * (monitor, call, demonitor) over and over. */
+#define AC_MEMO 4
+#define AC_MEMO_HDR 40  /* 131 68 N flags + N indexes: N <= 23 */
+struct ac_memo {
+    uint8_t len;  /* 0: unused */
+    uint8_t hdr[AC_MEMO_HDR];
 };
 
 /* One connection's state (about 60 KB, only for peers with the flag):
@@ -46,6 +62,11 @@ struct ac {
     uint16_t ref_slot[AC_MAX_REFS];
     bool ref_new[AC_MAX_REFS];
     int16_t slot_ref[AC_SIZE];    /* out: ref index of a slot, -1 none */
+    size_t one_pass_max;          /* AC_ONE_PASS_MAX; tests set 0 to measure always */
+    struct ac_memo memo[AC_MEMO]; /* in: recent headers without new entries */
+    uint16_t memo_cix[AC_MEMO][AC_MEMO_HDR];
+    uint8_t memo_next;
+    bool memo_off;                /* tests: decode every header */
 };
 
 void ac_init(struct ac *a);

@@ -50,9 +50,11 @@ static bool alias_pair(struct cur *c, struct span *ref)
     if (!ext_get_list_header(c, &len) || len != 1 || !ext_atom_eq(c, "alias") ||
         !ext_skip(c, NULL) || !ext_skip(c, ref))
         return false;
+    /* the message was walked whole: a reference tag is a whole reference */
     struct cur r = cur_make(ref->p, ref->n);
-    struct ext_ref x;
-    return ext_get_ref(&r, &x) && cur_left(&r) == 0;
+    uint8_t t;
+    return cur_peek_u8(&r, &t) &&
+           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
 }
 
 static bool tag_alias(struct span tag, struct span *ref)
@@ -95,15 +97,23 @@ bool gen_sys_state_wrapped(uint64_t peer_flags, struct span tag)
     return ext_get_ref(&r, &x) && x.len > 3;
 }
 
-/* The flags of the node a From pid lives on (0 when unknown). */
-static uint64_t caller_flags(struct node *n, struct span from)
+/* The flags of the node a From pid lives on (0 when unknown); *pid gets
+ * the pid decoded (pid->node 0 when it is not a remote pid). */
+static uint64_t caller_pid_flags(struct node *n, struct span from, struct epid *pid)
 {
     struct cur c = cur_make(from.p, from.n);
-    struct epid pid;
-    if (!node_get_pid(n, &c, &pid) || pid.node == 0)
+    if (!node_get_pid(n, &c, pid) || pid->node == 0) {
+        pid->node = 0;
         return 0;
-    struct peer *p = node_peer(n, pid.node);
+    }
+    struct peer *p = node_peer(n, pid->node);
     return p ? p->flags : 0;
+}
+
+static uint64_t caller_flags(struct node *n, struct span from)
+{
+    struct epid pid;
+    return caller_pid_flags(n, from, &pid);
 }
 
 /* {Tag, Reply} to the caller: to its alias when it has one, as gen:reply
@@ -113,10 +123,10 @@ static void reply_send(struct node *n, uint32_t id, struct span from, struct spa
 {
     struct span msg = {n->scratch.data, n->scratch.len};
     struct span alias;
-    struct epid self;
-    if (gen_reply_by_alias(caller_flags(n, from), tag, &alias)) {
+    struct epid self, to;
+    if (gen_reply_by_alias(caller_pid_flags(n, from, &to), tag, &alias)) {
         proc_pid(n, id, &self);
-        node_send_alias(n, from, &self, alias, msg);
+        node_send_alias(n, &to, &self, alias, msg);
     } else {
         node_send_raw(n, from, msg);
     }

@@ -313,14 +313,12 @@ void node_send_raw(struct node *n, struct span to_pid, struct span msg)
  * reply to a caller that gave up (demonitor of the alias) is dropped there,
  * as a BEAM gen_server's reply would be.  The alias lives on the node of
  * to_pid (the caller that made it). */
-void node_send_alias(struct node *n, struct span to_pid, const struct epid *from,
+void node_send_alias(struct node *n, const struct epid *to, const struct epid *from,
                      struct span alias, struct span msg)
 {
-    struct cur cu = cur_make(to_pid.p, to_pid.n);
-    struct epid to;
-    if (!node_get_pid(n, &cu, &to) || to.node == 0)
+    if (to->node == 0)
         return;
-    struct peer *p = node_peer(n, to.node);
+    struct peer *p = node_peer(n, to->node);
     struct conn *c;
     size_t st;
     struct buf *b = p ? frame_begin(n, p, &c, &st) : NULL;

@@ -70,9 +70,10 @@ bool node_get_ref(struct node *n, struct cur *c, struct eref *r);
 void node_send(struct node *n, const struct epid *to, struct span msg);
 /* Send to a pid given as raw term bytes (a gen_call From, kept as it came). */
 void node_send_raw(struct node *n, struct span to_pid, struct span msg);
-/* The same as ALIAS_SEND to the alias (raw ref term) made by to_pid's node,
- * from local process from; only for peers with DFLAG_ALIAS. */
-void node_send_alias(struct node *n, struct span to_pid, const struct epid *from,
+/* The same as ALIAS_SEND to the alias (raw ref term) made by to's node
+ * (a decoded remote pid), from local process from; only for peers with
+ * DFLAG_ALIAS. */
+void node_send_alias(struct node *n, const struct epid *to, const struct epid *from,
                      struct span alias, struct span msg);
 void node_send_monitor_p(struct node *n, struct peer *p, const struct epid *from,
                          const struct epid *to, const struct eref *ref);

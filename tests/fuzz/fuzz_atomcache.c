@@ -6,7 +6,9 @@
  * out in the pass-through form within the size bound, and whatever
  * dist_decode then accepts survives our own encoder: sent through a second
  * pair of caches it decodes again to a frame dist_decode accepts, of the
- * same length or shorter (Latin-1 atoms may come back in the UTF-8 form). */
+ * same length or shorter (Latin-1 atoms may come back in the UTF-8 form).
+ * A second cache with the measuring pass always on and the header memo
+ * off reads the same stream: it must agree byte for byte. */
 #include "fuzz_common.h"
 
 #include "proto/atomcache.h"
@@ -16,7 +18,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const struct term_limits lim = {64, 1u << 16};
     const uint64_t max = 1u << 20;
     struct ac *in = malloc(sizeof *in), *me = malloc(sizeof *me), *peer = malloc(sizeof *peer);
-    FZ_CHECK(in && me && peer);
+    struct ac *slow = malloc(sizeof *slow);
+    FZ_CHECK(in && me && peer && slow);
+    ac_init(slow);
+    slow->one_pass_max = 0;
+    slow->memo_off = true;
     ac_init(in);
     ac_init(me);
     ac_init(peer);
@@ -31,12 +37,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pos += (size_t)k;
         if (body.n == 0)
             continue;
-        struct span out;
-        const char *why = NULL;
-        if (ac_frame_in(in, body.p, body.n, max, &out, &why) != 0) {
+        struct span out, out2;
+        const char *why = NULL, *why2 = NULL;
+        int rc = ac_frame_in(in, body.p, body.n, max, &out, &why);
+        int rc2 = ac_frame_in(slow, body.p, body.n, max, &out2, &why2);
+        FZ_CHECK(rc == rc2);
+        if (rc != 0) {
             FZ_CHECK(why && why[0]);
             continue;
         }
+        FZ_CHECK(out.n == out2.n && memcmp(out.p, out2.p, out.n) == 0);
         FZ_CHECK(out.n >= 3 && out.n <= max && out.p[0] == 'p' && out.p[1] == 131);
         struct dist_msg m;
         if (dist_decode(out.p, out.n, &lim, &m, &why) != 0) {
@@ -60,6 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ac_free(in);
     ac_free(me);
     ac_free(peer);
+    ac_free(slow);
+    free(slow);
     free(in);
     free(me);
     free(peer);

@@ -16,7 +16,12 @@ struct config {
     char registry[256];    /* the services (app.h) */
     char counter[256];     /* --counter NAME, "" = none */
     int exit_on_stdin_eof;
+    unsigned busy_wait_us; /* the loop's busy wait (base/loop.h) */
 };
+
+/* Default busy wait: long enough for the next message of a gen_server:call
+ * burst, short next to a tick; measured in bench/ (README). */
+#define CFG_BUSY_WAIT_US 30
 
 enum { CFG_OK = 0, CFG_EXIT_OK = 1, CFG_BAD = 2 };
 

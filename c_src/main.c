@@ -55,6 +55,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "kv_cnode: cannot set up the event loop\n");
         return 1;
     }
+    loop_set_busy_wait(l, cfg.busy_wait_us);
     static struct node n;
     r = node_start(&n, &cfg.node, l);
     struct app_opts ao = {cfg.registry, cfg.counter[0] ? cfg.counter : NULL};

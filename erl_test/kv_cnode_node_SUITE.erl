@@ -322,7 +322,8 @@ setup_timeout(_Config) ->
 bad_option(_Config) ->
     Bad = [["--bogus"], ["--net-ticktime", "abc"], ["--log-level", "loud"],
            ["--port", "70000"], ["--sname"], ["--cookie"],
-           ["--max-connections", "-3"], ["--sname", "a", "extra"]],
+           ["--max-connections", "-3"], ["--sname", "a", "extra"],
+           ["--busy-wait-us", "1e3"], ["--busy-wait-us", "100001"]],
     lists:foreach(
       fun(Args) ->
               {2, Err} = run_bin(Args, stderr),

@@ -1,5 +1,6 @@
-/* loop.c - epoll readiness, a binary min-heap of timers, and a before-sleep
- * hook (see loop.h).  Single-threaded. */
+/* loop.c - epoll readiness, a binary min-heap of timers, a before-sleep
+ * hook and a bounded busy wait before sleeping (see loop.h).
+ * Single-threaded. */
 #include "base/loop.h"
 
 #include <errno.h>
@@ -41,7 +42,16 @@ struct loop {
     uint32_t nheap;
     loop_hook_cb *hook;
     void *hook_data;
+    uint64_t busy_ns; /* loop_set_busy_wait; 0 = off */
+    bool active;      /* the last wait returned fd events */
 };
+
+static uint64_t clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 uint64_t loop_clock_ms(void)
 {
@@ -232,6 +242,8 @@ void loop_set_before_sleep(struct loop *l, loop_hook_cb *cb, void *data)
     l->hook_data = data;
 }
 
+void loop_set_busy_wait(struct loop *l, uint32_t us) { l->busy_ns = (uint64_t)us * 1000; }
+
 void loop_stop(struct loop *l) { l->stop = true; }
 
 uint64_t loop_now(struct loop *l) { return l->now; }
@@ -261,9 +273,24 @@ int loop_run(struct loop *l)
             uint64_t now = loop_clock_ms();
             timeout = WHEN(0) <= now ? 0 : (int)(WHEN(0) - now);
         }
-        int n = epoll_wait(l->ep, evs, 256, timeout);
+        int n = 0;
+        if (l->busy_ns && l->active && timeout != 0) {
+            /* Busy: poll without sleeping for a while first, as the BEAM's
+             * schedulers do (+sbwt).  A peer that writes to a sleeping
+             * process pays for waking it inside its own write; calls come
+             * in bursts, so the next frame usually lands within the spin. */
+            uint64_t end = clock_ns() + l->busy_ns;
+            if (l->nheap && WHEN(0) * 1000000u < end)
+                end = WHEN(0) * 1000000u; /* a timer due sooner ends it */
+            do
+                n = epoll_wait(l->ep, evs, 256, 0);
+            while (n == 0 && clock_ns() < end);
+        }
+        if (n == 0)
+            n = epoll_wait(l->ep, evs, 256, timeout);
         if (n < 0 && errno != EINTR)
             return -1;
+        l->active = n > 0;
         l->now = loop_clock_ms();
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;

@@ -27,6 +27,9 @@ uint64_t loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb *cb, void *da
 /* Cancelling an unknown or fired id is harmless.  O(log n). */
 void loop_timer_del(struct loop *l, uint64_t id);
 void loop_set_before_sleep(struct loop *l, loop_hook_cb *cb, void *data);
+/* After a wait that returned fd events, poll for up to us microseconds
+ * (epoll_wait with no timeout) before the next sleeping wait; 0 = never. */
+void loop_set_busy_wait(struct loop *l, uint32_t us);
 /* Run until loop_stop.  Returns 0. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);

@@ -15,6 +15,9 @@
 
 -define(REG, 'Elixir.KV.Registry').
 -define(SERVERS, [c, beam, beam_nosbwt]).
+%% the lookup points also run kv_cnode without its busy wait (the
+%% counterpart of the baseline's +sbwt none)
+-define(LOOKUP_SERVERS, [c, c_nospin, beam, beam_nosbwt]).
 -define(NOSBWT, ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]).
 
 %% ------------------------------------------------------------------ main
@@ -72,21 +75,47 @@ cfg() ->
                           rounds => 3, creates => 100000,
                           floor_iters => 20000, cg_n => 2000, tls_ms => 1500}
            end,
-    maps:merge(Base, Mode).
+    %% KV_BENCH_LOOKUP_MS: a longer (or shorter) lookup point, for trying a change
+    Over = case os:getenv("KV_BENCH_LOOKUP_MS") of
+               false -> #{};
+               Ms -> #{lookup_ms => list_to_integer(Ms)}
+           end,
+    maps:merge(maps:merge(Base, Mode), Over).
 
 run(C) ->
     case os:getenv("KV_BENCH_ONLY", "") of
         "callgrind" -> scenario(callgrind), callgrind(C), scenario(done), ok;
+        "lookups" -> run_lookups(C);
         _ -> run_all(C)
     end.
+
+%% KV_BENCH_ONLY=lookups: the three servers and the lookup points only
+%% (KV_BENCH_CALLERS="16,64" picks the points), for trying a change.
+run_lookups(C) ->
+    scenario(start_servers),
+    start_cnode(c, C, []),
+    start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
+    start_beam(beam, C, []),
+    start_beam(beam_nosbwt, C, ?NOSBWT),
+    Names = lookup_names(maps:get(lookup_names, C)),
+    [prepare_names(node_of(S), Names) || S <- ?LOOKUP_SERVERS],
+    scenario(lookups),
+    Ks = case os:getenv("KV_BENCH_CALLERS") of
+             false -> maps:get(callers, C);
+             L -> [list_to_integer(X) || X <- string:lexemes(L, ",")]
+         end,
+    [lookups(K, Names, C) || K <- Ks],
+    scenario(done),
+    ok.
 
 run_all(C) ->
     scenario(start_servers),
     start_cnode(c, C, []),
+    start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
     start_beam(beam, C, []),
     start_beam(beam_nosbwt, C, ?NOSBWT),
     Names = lookup_names(maps:get(lookup_names, C)),
-    [prepare_names(node_of(S), Names) || S <- ?SERVERS],
+    [prepare_names(node_of(S), Names) || S <- ?LOOKUP_SERVERS],
 
     scenario(lookups),
     [lookups(K, Names, C) || K <- maps:get(callers, C)],
@@ -271,8 +300,9 @@ lookups(K, Names, C) ->
     Seg = maps:get(lookup_ms, C) div R,
     Runs = [{S, lookup_seg(node_of(S), Names, K, Seg,
                            case Round of 1 -> maps:get(warm_ms, C); _ -> 50 end, ospid(S))}
-            || Round <- lists:seq(1, R), S <- ?SERVERS],
-    [store_agg(fun(M) -> {lookup, K, M, S} end, [X || {S1, X} <- Runs, S1 =:= S]) || S <- ?SERVERS],
+            || Round <- lists:seq(1, R), S <- ?LOOKUP_SERVERS],
+    [store_agg(fun(M) -> {lookup, K, M, S} end, [X || {S1, X} <- Runs, S1 =:= S])
+     || S <- ?LOOKUP_SERVERS],
     Cs = [X || {c, X} <- Runs],
     case K of
         1 ->
@@ -292,7 +322,8 @@ store_agg(Key, Rs) ->
     [put_res(Key(M), Sum(F) * 1.0e6 / N)
      || {M, F} <- [{cpu_us, cpu_s}, {usr_us, usr_s}, {sys_us, sys_s}, {client_us, client_s}]],
     [put_res(Key(M), Sum(F) / N)
-     || {M, F} <- [{srv_sysc, srv_sysc}, {cli_sysc, cli_sysc}, {srv_segs_out, srv_segs_out},
+     || {M, F} <- [{srv_sysc, srv_sysc}, {cli_sysc, cli_sysc}, {srv_csw, srv_csw},
+                   {cli_csw, cli_csw}, {srv_segs_out, srv_segs_out},
                    {srv_segs_in, srv_segs_in}, {srv_dsegs_out, srv_dsegs_out},
                    {srv_dsegs_in, srv_dsegs_in}, {srv_bytes_out, srv_bytes_out},
                    {srv_bytes_in, srv_bytes_in}]],
@@ -309,9 +340,11 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     %% process and output do not fall into the client's or server's CPU
     Port = dist_port(Node),
     Sg0 = segs(Port),
+    Cs0 = ctxsw(OsPid), CCs0 = ctxsw(Me),
     {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), Cl0 = cpu_s(Me), CIo0 = proc_io(Me),
     R = callers(K, tuple_size(Names), DurMs, Op),
     {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), Cl1 = cpu_s(Me), CIo1 = proc_io(Me),
+    Cs1 = ctxsw(OsPid), CCs1 = ctxsw(Me),
     Sg1 = segs(Port),
     D = fun(F) -> maps:get(F, Io1, 0) - maps:get(F, Io0, 0) end,
     CD = fun(F) -> maps:get(F, CIo1, 0) - maps:get(F, CIo0, 0) end,
@@ -319,6 +352,7 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     R#{cpu_s => (U1 + S1) - (U0 + S0), usr_s => U1 - U0, sys_s => S1 - S0,
        client_s => Cl1 - Cl0, rchar => D(rchar), wchar => D(wchar),
        srv_sysc => D(syscr) + D(syscw), cli_sysc => CD(syscr) + CD(syscw),
+       srv_csw => Cs1 - Cs0, cli_csw => CCs1 - CCs0,
        srv_segs_out => SD(segs_out), srv_segs_in => SD(segs_in),
        srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in),
        srv_bytes_out => SD(bytes_sent), srv_bytes_in => SD(bytes_received)}.
@@ -684,7 +718,9 @@ cg_run(Vg, C, Out, N, M, K) ->
     SName = unique("kvcg"),
     Args = ["--tool=callgrind", "--callgrind-out-file=" ++ Out, maps:get(bin, C),
             "--sname", SName, "--cookie", maps:get(cookie, C), "--exit-on-stdin-eof",
-            "--log-level", "warning", "--setup-time", "30000"],
+            "--log-level", "warning", "--setup-time", "30000",
+            %% instructions of the work, not of polling while waiting
+            "--busy-wait-us", "0"],
     case start_port(Vg, Args, 60000) of
         {ok, Owner, _} ->
             Node = list_to_atom(SName ++ "@" ++ host()),
@@ -760,6 +796,23 @@ proc_io(OsPid) ->
         _ -> #{}
     end.
 
+%% Voluntary + involuntary context switches of every thread: how often the
+%% process slept (and someone paid to wake it) or was preempted.
+ctxsw(OsPid) ->
+    Dir = "/proc/" ++ integer_to_list(OsPid) ++ "/task",
+    case file:list_dir(Dir) of
+        {ok, Ts} ->
+            lists:sum([case file:read_file(Dir ++ "/" ++ T ++ "/status") of
+                           {ok, B} ->
+                               lists:sum([binary_to_integer(V)
+                                          || {match, [V]} <- [re:run(B, Re, [{capture, all_but_first, binary}])
+                                                              || Re <- ["\\nvoluntary_ctxt_switches:\\s+([0-9]+)",
+                                                                        "nonvoluntary_ctxt_switches:\\s+([0-9]+)"]]]);
+                           _ -> 0
+                       end || T <- Ts]);
+        _ -> 0
+    end.
+
 rss_kb(OsPid) ->
     {ok, B} = proc_file(OsPid, "status"),
     {match, [Kb]} = re:run(B, "VmRSS:\\s+([0-9]+) kB", [{capture, all_but_first, binary}]),
@@ -787,6 +840,7 @@ note(Fmt, Args) ->
     ets:insert(kvb_note, {erlang:unique_integer([monotonic]), Text}).
 
 label(c) -> "kv_cnode";
+label(c_nospin) -> "kv_cnode --busy-wait-us 0";
 label(beam) -> "BEAM baseline";
 label(beam_nosbwt) -> "BEAM baseline +sbwt none".
 
@@ -823,6 +877,10 @@ rows(C) ->
                       key = {lookup, K, cli_sysc}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b server read+write syscalls/call", [K]),
                       key = {lookup, K, srv_sysc}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b server context switches/call", [K]),
+                      key = {lookup, K, srv_csw}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b client context switches/call", [K]),
+                      key = {lookup, K, cli_csw}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b TCP segments server->client/call (with data)", [K]),
                       key = {lookup, K, srv_dsegs_out}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b TCP segments client->server/call (with data)", [K]),
@@ -885,22 +943,27 @@ thousands(N) when N >= 1000 -> io_lib:format("~b,~3..0b", [N div 1000, N rem 100
 thousands(N) -> integer_to_list(N).
 
 table(C) ->
-    Head = "| metric | kv_cnode | BEAM | BEAM +sbwt none | C/BEAM | C/BEAM +sbwt none | floor |\n"
-           "|---|---:|---:|---:|---:|---:|---:|\n",
+    Head = "| metric | kv_cnode | BEAM | BEAM +sbwt none | C/BEAM | C/BEAM +sbwt none | floor "
+           "| kv_cnode --busy-wait-us 0 | C0/BEAM +sbwt none |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     Rows = [begin
-                [Cv, Bv, Nv] = [val(R#row.key, S) || S <- ?SERVERS],
+                [Cv, Bv, Nv, C0] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin]],
                 Fl = case R#row.floor of
                          false -> undefined;
                          FK when is_tuple(FK) -> get_res(FK);
                          FK -> get_res({floor, FK})
                      end,
-                io_lib:format("| ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
+                {C0s, C0r} = case C0 of
+                                  undefined -> {"", ""};
+                                  _ -> {fmt(C0), fmt_ratio(ratio(C0, Nv))}
+                              end,
+                io_lib:format("| ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
                               [R#row.name, fmt(Cv), fmt(Bv), fmt(Nv), fmt_ratio(ratio(Cv, Bv)),
-                               fmt_ratio(ratio(Cv, Nv)), fmt(Fl)])
+                               fmt_ratio(ratio(Cv, Nv)), fmt(Fl), C0s, C0r])
             end || R <- rows(C)],
-    Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | |~n"
-                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | |~n"
-                          "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | |~n",
+    Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | | | |~n"
+                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | | | |~n"
+                          "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | | | |~n",
                           [fmt(get_res(ir_per_lookup)), fmt(get_res(ir_per_lookup_x16)),
                            fmt(get_res(ir_per_create))]),
     [Head, Rows, Extra].

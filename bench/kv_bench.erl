@@ -92,13 +92,7 @@ run(C) ->
 %% KV_BENCH_ONLY=lookups: the three servers and the lookup points only
 %% (KV_BENCH_CALLERS="16,64" picks the points), for trying a change.
 run_lookups(C) ->
-    scenario(start_servers),
-    start_cnode(c, C, []),
-    start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
-    start_beam(beam, C, []),
-    start_beam(beam_nosbwt, C, ?NOSBWT),
-    Names = lookup_names(maps:get(lookup_names, C)),
-    [prepare_names(node_of(S), Names) || S <- ?LOOKUP_SERVERS],
+    Names = start_servers(C),
     scenario(lookups),
     Ks = case os:getenv("KV_BENCH_CALLERS") of
              false -> maps:get(callers, C);
@@ -108,7 +102,8 @@ run_lookups(C) ->
     scenario(done),
     ok.
 
-run_all(C) ->
+%% Every server, each with the lookup names created; returns the names.
+start_servers(C) ->
     scenario(start_servers),
     start_cnode(c, C, []),
     start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
@@ -116,6 +111,10 @@ run_all(C) ->
     start_beam(beam_nosbwt, C, ?NOSBWT),
     Names = lookup_names(maps:get(lookup_names, C)),
     [prepare_names(node_of(S), Names) || S <- ?LOOKUP_SERVERS],
+    Names.
+
+run_all(C) ->
+    Names = start_servers(C),
 
     scenario(lookups),
     [lookups(K, Names, C) || K <- maps:get(callers, C)],

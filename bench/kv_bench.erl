@@ -662,6 +662,7 @@ callgrind(C) ->
             case {cg_run(Vg, C, F4, N, 0, 16), cg_run(Vg, C, F5, 2 * N, 0, 16)} of
                 {{ok, I4}, {ok, I5}} ->
                     put_res(ir_per_lookup_x16, (I5 - I4) / N),
+                    keep_profiles([F4, F5]),
                     annotate(C, F4, F5, N, "callgrind_lookup_x16.txt",
                              io_lib:format("instructions per lookup (16 callers), by function: the "
                                            "difference between a run with ~b lookups and one with ~b, "
@@ -669,6 +670,14 @@ callgrind(C) ->
                                            [2 * N, N, N, fmt(get_res(ir_per_lookup_x16))]));
                 Other16 -> note("callgrind x16 row failed: ~P", [Other16, 20])
             end
+    end.
+
+%% KV_BENCH_CG_KEEP=Dir keeps the raw x16 profiles there, for
+%% callgrind_annotate's line-level view (callgrind_annotate --auto=yes).
+keep_profiles(Fs) ->
+    case os:getenv("KV_BENCH_CG_KEEP") of
+        false -> ok;
+        Dir -> [{ok, _} = file:copy(F, filename:join(Dir, filename:basename(F))) || F <- Fs], ok
     end.
 
 %% A differential profile next to the results: Ir per operation by

@@ -31,6 +31,36 @@ static void ac_del(struct ac *a)
     free(a);
 }
 
+/* ac_frame_in into a plain span; whenever it accepts, the walked decode of
+ * its output must be exactly the full decode of the same bytes. */
+static int frame_in(struct ac *a, const uint8_t *p, size_t n, uint64_t max, struct span *out,
+                    const char **why)
+{
+    struct ac_in in;
+    int rc = ac_frame_in(a, p, n, &LIM, max, &in, why);
+    if (rc != 0)
+        return rc;
+    *out = in.body;
+    struct dist_msg m1, m2;
+    const char *w1 = NULL, *w2 = NULL;
+    int r1 = dist_decode_walked(in.body.p, in.body.n, in.ctl_len, &in.fields, &m1, &w1);
+    int r2 = dist_decode(in.body.p, in.body.n, &LIM, &m2, &w2);
+    assert_int_equal(r1, r2);
+    if (r1 == 0) {
+        assert_int_equal(m1.op, m2.op);
+        assert_int_equal(m1.kind, m2.kind);
+        const struct span *s1[] = {&m1.from, &m1.to, &m1.ref, &m1.reason, &m1.msg};
+        const struct span *s2[] = {&m2.from, &m2.to, &m2.ref, &m2.reason, &m2.msg};
+        for (int i = 0; i < 5; i++) {
+            assert_ptr_equal(s1[i]->p, s2[i]->p);
+            assert_int_equal(s1[i]->n, s2[i]->n);
+        }
+        assert_int_equal(m1.has_id, m2.has_id);
+        assert_int_equal(m1.id, m2.id);
+    }
+    return 0;
+}
+
 /* Replay a whole-frames file; returns frames decoded, counts refs seen. */
 static size_t replay(const char *file, bool need_decode, size_t *refs_seen)
 {
@@ -51,7 +81,7 @@ static size_t replay(const char *file, bool need_decode, size_t *refs_seen)
         const char *why = NULL;
         if (body.n > 2 && body.p[2] > 0)
             *refs_seen += body.p[2];
-        if (ac_frame_in(a, body.p, body.n, MAXF, &out, &why) != 0)
+        if (frame_in(a, body.p, body.n, MAXF, &out, &why) != 0)
             fail_msg("%s frame %zu: %s", file, done, why);
         assert_true(out.n > 2 && out.p[0] == 'p' && out.p[1] == 131);
         struct dist_msg m;
@@ -119,7 +149,7 @@ static void test_golden_prefixes(void **state)
                     t->in[s].txt = malloc(saved[s].len ? saved[s].len : 1);
                     memcpy(t->in[s].txt, saved[s].txt, saved[s].len);
                 }
-            int rc = ac_frame_in(t, dup, cut, MAXF, &out, &why);
+            int rc = frame_in(t, dup, cut, MAXF, &out, &why);
             struct dist_msg m;
             if (rc == 0)
                 rc = dist_decode(out.p, out.n, &LIM, &m, &why);
@@ -133,7 +163,7 @@ static void test_golden_prefixes(void **state)
             free(dup);
             tried++;
         }
-        assert_int_equal(ac_frame_in(a, body.p, body.n, MAXF, &out, &why), 0);
+        assert_int_equal(frame_in(a, body.p, body.n, MAXF, &out, &why), 0);
     }
     assert_true(tried > 1000);
     ac_del(t);
@@ -191,7 +221,7 @@ static void test_roundtrip(void **state)
         buf_init(&f);
         buf_put(&f, hdr.p, hdr.n);
         buf_put(&f, terms.p, terms.n);
-        assert_int_equal(ac_frame_in(peer, f.data, f.len, MAXF, &out, &why), 0);
+        assert_int_equal(frame_in(peer, f.data, f.len, MAXF, &out, &why), 0);
         /* the same bytes come back */
         assert_int_equal(out.n, b.len);
         assert_memory_equal(out.p, b.data, b.len);
@@ -212,7 +242,7 @@ static int feed(struct ac *a, const uint8_t *p, size_t n, const char **why)
 {
     struct span out;
     *why = NULL;
-    return ac_frame_in(a, p, n, MAXF, &out, why);
+    return frame_in(a, p, n, MAXF, &out, why);
 }
 
 static void expect_fail(struct ac *a, const uint8_t *p, size_t n, const char *sub)
@@ -290,20 +320,46 @@ static void test_malformed(void **state)
     /* a lying arity is refused before anything is owed */
     static const uint8_t arity[] = {131, 68, 0, 105, 0xff, 0xff, 0xff, 0xff, 106};
     expect_fail(a, arity, sizeof arity, "arity");
-    /* an entry whose text is not UTF-8 is stored, then refused by the walker */
+    /* an entry whose text is not UTF-8, or of 256 characters, is refused
+     * when the header stores it (a ref to it then needs no check) */
     static const uint8_t utf[] = {131, 68, 1, 0x08, 1, 1, 0xff, 104, 2, 97, 6, 82, 0};
+    expect_fail(a, utf, sizeof utf, "not an atom");
+    uint8_t l256[3 + 1 + 1 + 2 + 256 + 3];
+    k = 0;
+    l256[k++] = 131; l256[k++] = 68; l256[k++] = 1;
+    l256[k++] = 0x18; /* new entry, segment 0; long atoms */
+    l256[k++] = 2;
+    l256[k++] = 1; l256[k++] = 0; /* 256 bytes */
+    memset(l256 + k, 'a', 256);
+    k += 256;
+    l256[k++] = 104; l256[k++] = 1; l256[k++] = 82;
+    expect_fail(a, l256, sizeof l256 - 0, "not an atom");
+    /* 255 two-byte characters (510 bytes) are an atom: stored, and a ref to
+     * it expands to ATOM_UTF8_EXT */
+    uint8_t l255[3 + 1 + 1 + 2 + 510 + 4];
+    k = 0;
+    l255[k++] = 131; l255[k++] = 68; l255[k++] = 1;
+    l255[k++] = 0x18;
+    l255[k++] = 3;
+    l255[k++] = 510 >> 8; l255[k++] = 510 & 0xff;
+    for (int i = 0; i < 255; i++) {
+        l255[k++] = 0xc3;
+        l255[k++] = 0xa9;
+    }
+    l255[k++] = 104; l255[k++] = 1; l255[k++] = 82; l255[k++] = 0;
     struct span out;
-    assert_int_equal(ac_frame_in(a, utf, sizeof utf, MAXF, &out, &why), 0);
-    struct dist_msg m;
-    assert_int_equal(dist_decode(out.p, out.n, &LIM, &m, &why), -1);
+    assert_int_equal(frame_in(a, l255, k, MAXF, &out, &why), 0);
+    assert_int_equal(out.n, 1 + 1 + 2 + 3 + 510);
+    assert_int_equal(out.p[4], 118); /* ATOM_UTF8_EXT */
     /* the result is bounded */
-    assert_int_equal(ac_frame_in(a, ok2, sizeof ok2, 3, &out, &why), -1);
+    assert_int_equal(frame_in(a, ok2, sizeof ok2, 3, &out, &why), -1);
+    assert_non_null(strstr(why, "max-message-bytes"));
     ac_del(a);
 }
 
-/* The one-pass rewrite (worst case reserved), the measuring pass of big
- * frames and the header memo give the same bytes as a plain decode of
- * every header: three caches replay the same traffic side by side. */
+/* The header memo gives the same bytes as a plain decode of every header:
+ * two caches replay the same traffic side by side; a limit one byte too
+ * small is refused. */
 static void test_paths_agree(void **state)
 {
     const char *files[] = {"golden/ac25_frames_beam_to_kv.bin", "golden/ac29_frames_beam_to_kv.bin",
@@ -311,10 +367,8 @@ static void test_paths_agree(void **state)
     for (int f = 0; f < 3; f++) {
         size_t n, pos = 0, frames = 0;
         uint8_t *p = kt_slurp(files[f], &n);
-        struct ac *fast = ac_new(), *measure = ac_new(), *plain = ac_new();
-        measure->one_pass_max = 0;
+        struct ac *fast = ac_new(), *plain = ac_new();
         plain->memo_off = true;
-        plain->one_pass_max = 0;
         for (;;) {
             struct span body;
             long k = dist_cut(p + pos, n - pos, UINT64_MAX, &body);
@@ -324,26 +378,75 @@ static void test_paths_agree(void **state)
             pos += (size_t)k;
             if (body.n == 0)
                 continue;
-            struct span o1, o2, o3;
+            struct span o1, o3;
             const char *why = NULL;
-            assert_int_equal(ac_frame_in(fast, body.p, body.n, MAXF, &o1, &why), 0);
-            assert_int_equal(ac_frame_in(measure, body.p, body.n, MAXF, &o2, &why), 0);
-            assert_int_equal(ac_frame_in(plain, body.p, body.n, MAXF, &o3, &why), 0);
+            assert_int_equal(frame_in(fast, body.p, body.n, MAXF, &o1, &why), 0);
+            assert_int_equal(frame_in(plain, body.p, body.n, MAXF, &o3, &why), 0);
             assert_int_equal(o1.n, o3.n);
-            assert_int_equal(o2.n, o3.n);
             assert_memory_equal(o1.p, o3.p, o3.n);
-            assert_memory_equal(o2.p, o3.p, o3.n);
-            /* the bound: too small a limit is refused on both paths */
-            assert_int_equal(ac_frame_in(fast, body.p, body.n, o3.n - 1, &o1, &why), -1);
-            assert_int_equal(ac_frame_in(measure, body.p, body.n, o3.n - 1, &o2, &why), -1);
+            /* the bound: too small a limit is refused */
+            assert_int_equal(frame_in(fast, body.p, body.n, o3.n - 1, &o1, &why), -1);
             frames++;
         }
         assert_true(frames > 10);
         ac_del(fast);
-        ac_del(measure);
         ac_del(plain);
         free(p);
     }
+}
+
+/* The walk's limits are dist_decode's: a frame whose expanded terms nest
+ * deeper, or hold more sub-terms, than the limits is refused by
+ * ac_frame_in itself, one within them is not; a fun's Size is made to
+ * match the expanded bytes. */
+static void test_limits_and_funs(void **state)
+{
+    struct ac *a = ac_new();
+    const char *why;
+    /* slot 0 = 'x' (new), payload: depth-3 nest {{{x}}} */
+    static const uint8_t nest[] = {131, 68, 1, 0x08, 0, 1, 'x',
+                                   104, 2, 97, 2, 82, 0,          /* ctl {2, x}: not SEND, */
+                                   104, 1, 104, 1, 104, 1, 82, 0}; /* but walked first */
+    struct ac_in in;
+    const struct term_limits l2 = {2, 1u << 20}, l3 = {3, 1u << 20}, t4 = {10, 4}, t5 = {10, 5};
+    assert_int_equal(ac_frame_in(a, nest, sizeof nest, &l2, MAXF, &in, &why), -1);
+    assert_non_null(strstr(why, "deep"));
+    assert_int_equal(ac_frame_in(a, nest, sizeof nest, &l3, MAXF, &in, &why), 0);
+    /* {{{x}}} is 4 sub-terms */
+    assert_int_equal(ac_frame_in(a, nest, sizeof nest, &t4, MAXF, &in, &why), 0);
+    static const uint8_t many[] = {131, 68, 1, 0x00, 0, 104, 1, 97, 1,
+                                   104, 4, 82, 0, 82, 0, 82, 0, 82, 0};
+    assert_int_equal(ac_frame_in(a, many, sizeof many, &t4, MAXF, &in, &why), -1);
+    assert_non_null(strstr(why, "too many"));
+    assert_int_equal(ac_frame_in(a, many, sizeof many, &t5, MAXF, &in, &why), 0);
+    assert_int_equal(in.fields.n, 1);
+    /* a fun whose module and pid node are refs: its Size grows with them */
+    struct buf b;
+    buf_init(&b);
+    static const uint8_t head[] = {131, 68, 1, 0x00, 0, /* cached slot 0 ('x') */
+                                   104, 1, 97, 1};      /* ctl {1} */
+    static const uint8_t fix[] = {0, 0, 0, 0, 0, 0, 0, 1, /* Index 0, NumFree 1 */
+                                  82, 0, 97, 0, 97, 0,    /* Module x, OldIndex, OldUniq */
+                                  88, 82, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                  82, 0};                 /* the free variable: x */
+    buf_put(&b, head, sizeof head);
+    size_t fs = b.len;
+    buf_put_u8(&b, 112);
+    buf_put_n32(&b, 0);
+    buf_put_u8(&b, 0); /* arity */
+    for (int i = 0; i < 16; i++)
+        buf_put_u8(&b, 0);
+    buf_put(&b, fix, sizeof fix);
+    put_n32(b.data + fs + 1, (uint32_t)(b.len - fs - 1));
+    assert_int_equal(ac_frame_in(a, b.data, b.len, &LIM, MAXF, &in, &why), 0);
+    /* 'p' 131 {1} 131 fun: 3 refs became 3-byte atoms (+1 each) */
+    const uint8_t *fun = in.body.p + 1 + 1 + 4 + 1;
+    assert_int_equal(fun[0], 112);
+    uint32_t size = (uint32_t)fun[1] << 24 | fun[2] << 16 | fun[3] << 8 | fun[4];
+    assert_int_equal(size, in.body.n - 7 - 1);
+    assert_true(term_walk(fun, in.body.n - 7, &LIM) == (long)(in.body.n - 7));
+    buf_free(&b);
+    ac_del(a);
 }
 
 int main(void)
@@ -355,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_golden_prefixes),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_limits_and_funs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

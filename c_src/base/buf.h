@@ -136,6 +136,70 @@ static inline bool cur_span(struct cur *c, size_t n, struct span *s)
     return true;
 }
 
+/* Copy n bytes between buffers that do not overlap.  The pieces frames
+ * are made of are mostly a few bytes to a node name: fixed-size moves
+ * that stay inside both ranges (overlapping halves) cost less than a call
+ * to memcpy. */
+static inline __attribute__((always_inline)) void copy_small(uint8_t *d, const uint8_t *s,
+                                                            size_t n)
+{
+    uint64_t a, b, c, e;
+    uint32_t x, y;
+    if (n >= 8 && n <= 16) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n > 16 && n <= 32) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + 8, 8);
+        memcpy(&c, s + n - 16, 8);
+        memcpy(&e, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + 8, &b, 8);
+        memcpy(d + n - 16, &c, 8);
+        memcpy(d + n - 8, &e, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        memcpy(d, &x, 4);
+        memcpy(d + n - 4, &y, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
+/* memcmp(a, b, n) == 0 for the same short pieces (node names, atoms). */
+static inline __attribute__((always_inline)) bool eq_small(const uint8_t *a, const uint8_t *b,
+                                                          size_t n)
+{
+    uint64_t x, y, u, v;
+    if (n >= 8 && n <= 16) {
+        memcpy(&x, a, 8);
+        memcpy(&y, a + n - 8, 8);
+        memcpy(&u, b, 8);
+        memcpy(&v, b + n - 8, 8);
+        return x == u && y == v;
+    }
+    if (n > 16 && n <= 32) {
+        memcpy(&x, a, 8);
+        memcpy(&y, a + 8, 8);
+        memcpy(&u, b, 8);
+        memcpy(&v, b + 8, 8);
+        if (x != u || y != v)
+            return false;
+        memcpy(&x, a + n - 16, 8);
+        memcpy(&y, a + n - 8, 8);
+        memcpy(&u, b + n - 16, 8);
+        memcpy(&v, b + n - 8, 8);
+        return x == u && y == v;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
 static inline void put_n16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
 static inline void put_n32(uint8_t *p, uint32_t v)
 {

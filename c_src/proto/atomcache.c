@@ -9,6 +9,8 @@
  * segment * 256 + internal index.  The terms that follow carry no 131. */
 #include "proto/atomcache.h"
 
+#include "proto/term.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +30,6 @@ void ac_init(struct ac *a)
     buf_init(&a->scratch);
     buf_init(&a->hdr);
     memset(a->slot_ref, 0xff, sizeof a->slot_ref);
-    a->one_pass_max = AC_ONE_PASS_MAX;
 }
 
 static void free_slots(struct ac_atom *s)
@@ -129,8 +130,11 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
                 *why = "atom-cache entry text truncated";
                 return -1;
             }
-            /* the text is checked as UTF-8 of <= 255 characters when the
-             * rewritten terms are walked: every use goes through term_walk */
+            /* checked once here, so that a ref to it needs no check */
+            if (!term_atom_text_ok(txt.p, txt.n)) {
+                *why = "atom-cache entry is not an atom (bad UTF-8 or over 255 characters)";
+                return -1;
+            }
             if (!slot_set(s, txt.p, txt.n)) {
                 *why = "out of memory";
                 return -1;
@@ -148,102 +152,45 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
     return (long)c.pos;
 }
 
-/* ---- term rewriting ------------------------------------------------------
+/* ---- term rewriting (out) -----------------------------------------------
+ * Our own frames, built in the pass-through form, become the header form.
  * One loop over one term, no recursion: `pending` counts the sub-terms
  * still owed (checked against the bytes left, as each is at least one
  * byte); funs, whose Size field counts their own bytes, keep a frame so
  * that the Size can be patched once their free variables are done.  The
- * rewriter only needs to find every atom; the result is walked and checked
- * by term_walk afterwards (in), or is our own encoder's output (out).
+ * rewriter only needs to find every atom.
  *
- * Output writes are unchecked: the caller reserves the worst case first.
- * Out, a ref (2 bytes) is never longer than the atom it replaces, so the
- * input's size bounds the output.  In, each ATOM_CACHE_REF (2 bytes) grows
- * by at most the longest atom of the header plus one; when that bound is
- * large (a big frame) a first pass in RW_MEASURE mode counts the exact size
- * without writing.  Input bytes are read only through the cur getters. */
-
-enum rw_mode { RW_IN, RW_MEASURE, RW_OUT };
+ * Output writes are unchecked: a ref (2 bytes) is never longer than the
+ * atom it replaces, so the input's size, reserved first, bounds the
+ * output.  (In, the peer's frames are walked and expanded in one pass by
+ * term_walk_expand, proto/term.c.)  Input bytes are read only through the
+ * cur getters. */
 
 struct rw {
     struct cur c;
-    uint8_t *o;                 /* output base (NULL when measuring) */
+    uint8_t *o;                 /* output base */
     size_t ol;                  /* bytes produced */
-    const struct ac_refs *refs; /* in: what ATOM_CACHE_REF indexes */
-    struct ac *ac;              /* out: the caches and per-frame refs */
+    struct ac *ac;              /* the caches and per-frame refs */
     const char *why;
 };
 
 #define RW_INLINE static inline __attribute__((always_inline))
 
-/* The pieces are mostly a few bytes: fixed-size moves that stay inside
- * both ranges (overlapping halves) cost less than a call to memcpy. */
-RW_INLINE void small_copy(uint8_t *d, const uint8_t *s, size_t n)
+RW_INLINE void emit(struct rw *w, const void *p, size_t n)
 {
-    if (n >= 8 && n <= 16) {
-        uint64_t x, y;
-        memcpy(&x, s, 8);
-        memcpy(&y, s + n - 8, 8);
-        memcpy(d, &x, 8);
-        memcpy(d + n - 8, &y, 8);
-    } else if (n >= 4 && n < 8) {
-        uint32_t x, y;
-        memcpy(&x, s, 4);
-        memcpy(&y, s + n - 4, 4);
-        memcpy(d, &x, 4);
-        memcpy(d + n - 4, &y, 4);
-    } else if (n < 4) {
-        for (size_t i = 0; i < n; i++)
-            d[i] = s[i];
-    } else {
-        memcpy(d, s, n);
-    }
-}
-
-RW_INLINE bool small_eq(const uint8_t *a, const uint8_t *b, size_t n)
-{
-    if (n >= 8 && n <= 16) {
-        uint64_t x, y, u, v;
-        memcpy(&x, a, 8);
-        memcpy(&y, a + n - 8, 8);
-        memcpy(&u, b, 8);
-        memcpy(&v, b + n - 8, 8);
-        return x == u && y == v;
-    }
-    return memcmp(a, b, n) == 0;
-}
-
-RW_INLINE void emit(struct rw *w, enum rw_mode mode, const void *p, size_t n)
-{
-    if (mode != RW_MEASURE)
-        small_copy(w->o + w->ol, p, n);
+    copy_small(w->o + w->ol, p, n);
     w->ol += n;
 }
 
-RW_INLINE bool copy(struct rw *w, enum rw_mode mode, size_t n)
+RW_INLINE bool copy(struct rw *w, size_t n)
 {
     struct span s;
     if (!cur_span(&w->c, n, &s)) {
         w->why = "term truncated";
         return false;
     }
-    emit(w, mode, s.p, s.n);
+    emit(w, s.p, s.n);
     return true;
-}
-
-RW_INLINE void put_atom_plain(struct rw *w, enum rw_mode mode, struct span txt)
-{
-    uint8_t h[3];
-    if (txt.n <= 255) {
-        h[0] = T_SMALL_ATOM_UTF8;
-        h[1] = (uint8_t)txt.n;
-        emit(w, mode, h, 2);
-    } else {
-        h[0] = T_ATOM_UTF8;
-        put_n16(h + 1, (uint16_t)txt.n);
-        emit(w, mode, h, 3);
-    }
-    emit(w, mode, txt.p, txt.n);
 }
 
 static uint32_t slot_of(struct span txt)
@@ -272,7 +219,7 @@ static int atom_ref(struct ac *a, uint8_t tag, struct span txt)
     }
     uint32_t s = slot_of(txt);
     struct ac_atom *e = &a->out[s];
-    bool same = e->txt && e->len == txt.n && small_eq(e->txt, txt.p, txt.n);
+    bool same = e->txt && e->len == txt.n && eq_small(e->txt, txt.p, txt.n);
     int16_t r = a->slot_ref[s];
     if (r >= 0)
         return same ? r : -1;
@@ -288,7 +235,7 @@ static int atom_ref(struct ac *a, uint8_t tag, struct span txt)
 }
 
 /* Read one atom (any atom tag, or ATOM_CACHE_REF in) and write it on. */
-RW_INLINE bool rw_atom(struct rw *w, enum rw_mode mode)
+RW_INLINE bool rw_atom(struct rw *w)
 {
     struct cur *c = &w->c;
     uint8_t tag, l8;
@@ -298,18 +245,8 @@ RW_INLINE bool rw_atom(struct rw *w, enum rw_mode mode)
         goto short_;
     switch (tag) {
     case T_ACREF:
-        if (mode == RW_OUT) {
-            w->why = "atom-cache ref in our own frame";
-            return false;
-        }
-        if (!cur_u8(c, &l8))
-            goto short_;
-        if (l8 >= w->refs->n) {
-            w->why = "atom-cache ref past the header's refs";
-            return false;
-        }
-        put_atom_plain(w, mode, w->refs->atom[l8]);
-        return true;
+        w->why = "atom-cache ref in our own frame";
+        return false;
     case T_ATOM: case T_ATOM_UTF8:
         if (!cur_n16(c, &l16))
             goto short_;
@@ -329,20 +266,18 @@ RW_INLINE bool rw_atom(struct rw *w, enum rw_mode mode)
     struct span txt;
     if (!cur_span(c, len, &txt))
         goto short_;
-    if (mode == RW_OUT) {
-        int r = atom_ref(w->ac, tag, txt);
-        if (r == -2) {
-            w->why = "out of memory";
-            return false;
-        }
-        if (r >= 0) {
-            uint8_t h[2] = {T_ACREF, (uint8_t)r};
-            emit(w, mode, h, 2);
-            return true;
-        }
+    int r = atom_ref(w->ac, tag, txt);
+    if (r == -2) {
+        w->why = "out of memory";
+        return false;
     }
-    /* as it came, header included (term_walk checks it next, in) */
-    emit(w, mode, txt.p - hn, hn + len);
+    if (r >= 0) {
+        uint8_t h[2] = {T_ACREF, (uint8_t)r};
+        emit(w, h, 2);
+        return true;
+    }
+    /* as it came, header included */
+    emit(w, txt.p - hn, hn + len);
     return true;
 short_:
     w->why = "term truncated";
@@ -355,7 +290,7 @@ struct fun_frame {
 };
 
 /* Rewrite exactly one term (no 131) from w->c to the output. */
-RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
+RW_INLINE bool rw_term(struct rw *w)
 {
     struct fun_frame funs[AC_FUN_NEST];
     size_t nfun = 0;
@@ -369,8 +304,7 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
                 w->why = "fun too big";
                 return false;
             }
-            if (mode != RW_MEASURE)
-                put_n32(w->o + f->size_at, (uint32_t)sz);
+            put_n32(w->o + f->size_at, (uint32_t)sz);
         }
         if (pending == 0)
             return true;
@@ -381,14 +315,14 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
             goto short_;
         switch (tag) {
         case T_ATOM: case T_SMALL_ATOM: case T_ATOM_UTF8: case T_SMALL_ATOM_UTF8: case T_ACREF:
-            if (!rw_atom(w, mode))
+            if (!rw_atom(w))
                 return false;
             break;
-        case T_SMALL_INT: if (!copy(w, mode, 2)) return false; break;
-        case T_INT: if (!copy(w, mode, 5)) return false; break;
-        case T_FLOAT: if (!copy(w, mode, 32)) return false; break;
-        case T_NEW_FLOAT: if (!copy(w, mode, 9)) return false; break;
-        case T_NIL: if (!copy(w, mode, 1)) return false; break;
+        case T_SMALL_INT: if (!copy(w, 2)) return false; break;
+        case T_INT: if (!copy(w, 5)) return false; break;
+        case T_FLOAT: if (!copy(w, 32)) return false; break;
+        case T_NEW_FLOAT: if (!copy(w, 9)) return false; break;
+        case T_NIL: if (!copy(w, 1)) return false; break;
         case T_SMALL_BIG: case T_LARGE_BIG: case T_STRING: case T_BINARY: case T_BIT_BINARY: {
             /* tag, a length of 1, 4, 2, 4 or 4 bytes, (a bits byte), the bytes */
             struct cur t = *c;
@@ -410,14 +344,14 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
                     goto short_;
                 n = (tag == T_BINARY ? 5 : 6) + (size_t)n32;
             }
-            if (!copy(w, mode, n))
+            if (!copy(w, n))
                 return false;
             break;
         }
         case T_PID: case T_NEW_PID: case T_PORT: case T_NEW_PORT: case T_V4_PORT: case T_REF: {
             static const uint8_t tail[256] = {[T_PID] = 9, [T_NEW_PID] = 12, [T_PORT] = 5,
                                               [T_NEW_PORT] = 8, [T_V4_PORT] = 12, [T_REF] = 5};
-            if (!copy(w, mode, 1) || !rw_atom(w, mode) || !copy(w, mode, tail[tag]))
+            if (!copy(w, 1) || !rw_atom(w) || !copy(w, tail[tag]))
                 return false;
             break;
         }
@@ -427,8 +361,8 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
             cur_skip(&t, 1);
             if (!cur_n16(&t, &n16))
                 goto short_;
-            if (!copy(w, mode, 3) || !rw_atom(w, mode) ||
-                !copy(w, mode, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
+            if (!copy(w, 3) || !rw_atom(w) ||
+                !copy(w, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
                 return false;
             break;
         }
@@ -438,7 +372,7 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
             cur_skip(&t, 1);
             if (!cur_u8(&t, &n8))
                 goto short_;
-            if (!copy(w, mode, 2))
+            if (!copy(w, 2))
                 return false;
             add = n8;
             break;
@@ -449,13 +383,13 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
             cur_skip(&t, 1);
             if (!cur_n32(&t, &n32))
                 goto short_;
-            if (!copy(w, mode, 5))
+            if (!copy(w, 5))
                 return false;
             add = tag == T_LIST ? (uint64_t)n32 + 1 : tag == T_MAP ? 2 * (uint64_t)n32 : n32;
             break;
         }
         case T_EXPORT:
-            if (!copy(w, mode, 1))
+            if (!copy(w, 1))
                 return false;
             add = 3;
             break;
@@ -471,7 +405,7 @@ RW_INLINE bool rw_term(struct rw *w, enum rw_mode mode)
             struct cur t = *c;
             if (!cur_skip(&t, 26) || !cur_n32(&t, &nfree))
                 goto short_;
-            if (!copy(w, mode, 1 + 4 + 1 + 16 + 4 + 4))
+            if (!copy(w, 1 + 4 + 1 + 16 + 4 + 4))
                 return false;
             funs[nfun].level = pending;
             funs[nfun].size_at = at;
@@ -493,34 +427,6 @@ short_:
     w->why = "term truncated";
     return false;
 }
-
-/* In: the terms after the header -> 'p' 131 control [131 payload]. */
-RW_INLINE bool rw_in(struct rw *w, enum rw_mode mode)
-{
-    static const uint8_t pass[2] = {'p', T_VERSION};
-    if (cur_left(&w->c) == 0) {
-        w->why = "no control message after the atom-cache header";
-        return false;
-    }
-    for (int t = 0; t < 2 && cur_left(&w->c) > 0; t++) {
-        uint8_t first = 0;
-        if (cur_peek_u8(&w->c, &first) && first == T_VERSION) {
-            w->why = "131 after an atom-cache header";
-            return false;
-        }
-        emit(w, mode, t == 0 ? pass : pass + 1, t == 0 ? 2 : 1);
-        if (!rw_term(w, mode))
-            return false;
-    }
-    if (cur_left(&w->c) > 0) {
-        w->why = "trailing bytes after the payload";
-        return false;
-    }
-    return true;
-}
-
-static bool rw_in_write(struct rw *w) { return rw_in(w, RW_IN); }
-static bool rw_in_measure(struct rw *w) { return rw_in(w, RW_MEASURE); }
 
 /* The header at p as a memo hit (its length, refs filled) or 0. */
 static long memo_find(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *refs)
@@ -558,8 +464,10 @@ static void memo_add(struct ac *a, const uint8_t *p, long len, const struct ac_r
     a->memo_next = (uint8_t)((a->memo_next + 1) % AC_MEMO);
 }
 
-int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, uint64_t max, struct span *out,
-                const char **why)
+/* In: the terms after the header, walked and expanded in one pass each
+ * (term_walk_expand) -> 'p' 131 control [131 payload]. */
+int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
+                uint64_t max, struct ac_in *out, const char **why)
 {
     struct ac_refs *refs = &a->refs;
     long h = memo_find(a, p, n, refs);
@@ -569,45 +477,46 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, uint64_t max, struct s
             return -1;
         memo_add(a, p, h, refs);
     }
-    size_t longest = 0;
-    for (uint32_t i = 0; i < refs->n; i++)
-        if (refs->atom[i].n > longest)
-            longest = refs->atom[i].n;
-    size_t body = n - (size_t)h;
-    /* 'p' and two 131s, and each 2-byte ref grows by at most longest + 1 */
-    size_t bound = body + 3 + body / 2 * (longest + 1);
-    struct rw w = {.refs = refs};
-    if (bound > a->one_pass_max) {
-        w.c = cur_make(p + h, body);
-        if (!rw_in_measure(&w)) {
-            *why = w.why;
-            return -1;
-        }
-        if (w.ol > max) {
-            *why = "rewritten frame larger than --max-message-bytes";
-            return -1;
-        }
-        bound = w.ol;
+    struct term_refs tr = {refs->n, refs->atom};
+    struct cur c = cur_make(p + h, n - (size_t)h);
+    struct buf *o = &a->scratch;
+    size_t cap = max > SIZE_MAX ? SIZE_MAX : (size_t)max;
+    buf_reset(o);
+    if (cur_left(&c) == 0) {
+        *why = "no control message after the atom-cache header";
+        return -1;
     }
-    buf_reset(&a->scratch);
-    if (!buf_reserve(&a->scratch, bound)) {
+    if (!buf_put(o, "p", 1)) {
         *why = "out of memory";
         return -1;
     }
-    w.c = cur_make(p + h, body);
-    w.o = a->scratch.data;
-    w.ol = 0;
-    if (!rw_in_write(&w)) {
-        *why = w.why;
+    for (int t = 0; t < 2 && cur_left(&c) > 0; t++) {
+        uint8_t first = 0;
+        if (cur_peek_u8(&c, &first) && first == T_VERSION) {
+            *why = "131 after an atom-cache header";
+            return -1;
+        }
+        if (!buf_put_u8(o, T_VERSION)) {
+            *why = "out of memory";
+            return -1;
+        }
+        long k = term_walk_expand(cur_ptr(&c), cur_left(&c), lim, &tr, o, cap,
+                                  t == 0 ? &out->fields : NULL);
+        if (k < 0) {
+            *why = k == TERM_E_BIG ? "rewritten frame larger than --max-message-bytes"
+                                   : term_strerror(k);
+            return -1;
+        }
+        cur_skip(&c, (size_t)k);
+        if (t == 0)
+            out->ctl_len = buf_avail(o) - 1;
+    }
+    if (cur_left(&c) > 0) {
+        *why = "trailing bytes after the payload";
         return -1;
     }
-    if (w.ol > max) {
-        *why = "rewritten frame larger than --max-message-bytes";
-        return -1;
-    }
-    a->scratch.len = w.ol;
-    out->p = a->scratch.data;
-    out->n = w.ol;
+    out->body.p = buf_head(o);
+    out->body.n = buf_avail(o);
     return 0;
 }
 
@@ -618,7 +527,7 @@ static bool rw_out(struct rw *w)
     if (!cur_u8(&w->c, &b) || b != 'p')
         return false;
     for (int t = 0; t < 2 && cur_left(&w->c) > 0; t++)
-        if (!cur_u8(&w->c, &b) || b != T_VERSION || !rw_term(w, RW_OUT))
+        if (!cur_u8(&w->c, &b) || b != T_VERSION || !rw_term(w))
             return false;
     return cur_left(&w->c) == 0;
 }

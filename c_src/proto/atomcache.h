@@ -4,9 +4,10 @@
  * ATOM_CACHE_REFs index, and the rewriting of frame bodies between the
  * header form (header, terms without 131) and the pass-through form
  * ('p', 131 control, 131 payload) that dist_decode and the encoders speak.
- * The rewrite writes into a buffer reserved once for its worst case (or
- * for the size a first, counting pass measured, for a big frame).
- * Why a rewrite and not cache refs inside the term walker and ei: ei cannot
+ * In, the rewrite is the walk: term_walk_expand checks each term and
+ * copies it with its refs expanded, in one pass.  Out, our own frames are
+ * rewritten into a buffer reserved for their size.
+ * Why a rewrite and not cache refs inside ei and the getters: ei cannot
  * decode ATOM_CACHE_REF, and one copy of a ~100-byte frame costs less than
  * teaching every decoder a second atom form.  No sockets; peer bytes only
  * through the base/buf.h cursor getters; fragments (131 69/70) refused. */
@@ -18,12 +19,12 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "proto/term.h"
 
 #define AC_SIZE 2048      /* ERTS_ATOM_CACHE_SIZE: 8 segments of 256 */
 #define AC_MAX_REFS 255   /* NumberOfAtomCacheRefs is one byte */
 #define AC_MAX_ATOM 1020  /* 255 characters of up to 4 UTF-8 bytes */
 #define AC_FUN_NEST 64    /* funs inside funs' free variables, one frame each */
-#define AC_ONE_PASS_MAX (64 * 1024) /* in: worst cases up to this skip the measuring pass */
 
 struct ac_atom {
     uint16_t len;
@@ -62,7 +63,6 @@ struct ac {
     uint16_t ref_slot[AC_MAX_REFS];
     bool ref_new[AC_MAX_REFS];
     int16_t slot_ref[AC_SIZE];    /* out: ref index of a slot, -1 none */
-    size_t one_pass_max;          /* AC_ONE_PASS_MAX; tests set 0 to measure always */
     struct ac_memo memo[AC_MEMO]; /* in: recent headers without new entries */
     uint16_t memo_cix[AC_MEMO][AC_MEMO_HDR];
     uint8_t memo_next;
@@ -79,10 +79,17 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
 
 /* A header-form frame body -> the pass-through form in a->scratch ('p',
  * 131 control, 131 payload if any), every ATOM_CACHE_REF replaced by its
- * atom.  max bounds the result.  0 with *out pointing into a->scratch
- * (valid until the next call), or -1 with *why. */
-int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, uint64_t max, struct span *out,
-                const char **why);
+ * atom, and every term walked with lim on the way (term_walk_expand: the
+ * checks dist_decode would make, in the same pass as the copy).  max bounds
+ * the result.  0 with *out filled for dist_decode_walked (the body valid
+ * until the next call), or -1 with *why. */
+struct ac_in {
+    struct span body;         /* into a->scratch */
+    size_t ctl_len;           /* the control term's length, its 131 included */
+    struct term_marks fields; /* where the control tuple's elements start in body */
+};
+int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
+                uint64_t max, struct ac_in *out, const char **why);
 
 /* A pass-through body we built (p[0] = 'p', 131 control, 131 payload) ->
  * the header form: *hdr (131 68 ...) then *terms (no 131), both pointing

@@ -73,32 +73,22 @@ static const struct opshape shapes[] = {
     {DOP_UNLINK_ID_ACK, DK_UNLINK_ACK, "IPP", "ift", 0},
 };
 
-/* shapes[] by operation number (1 + index; 0 = unknown), built once. */
+/* shapes[] by operation number (1 + index; 0 = unknown), built once, and
+ * each shape's number of fields. */
 static uint8_t shape_index[DOP_UNLINK_ID_ACK + 1];
+static uint8_t shape_nf[256];
 
 static const struct opshape *shape_of(int64_t op)
 {
     if (op < 0 || op > DOP_UNLINK_ID_ACK)
         return NULL;
     if (!shape_index[DOP_LINK]) /* first call: fill the index */
-        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             shape_index[shapes[i].op] = (uint8_t)(i + 1);
+            shape_nf[shapes[i].op] = (uint8_t)strlen(shapes[i].types);
+        }
     uint8_t k = shape_index[op];
     return k ? &shapes[k - 1] : NULL;
-}
-
-static bool is_ref(const struct cur *c)
-{
-    uint8_t t;
-    return cur_peek_u8(c, &t) &&
-           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
-}
-
-static bool is_int(const struct cur *c)
-{
-    uint8_t t;
-    return cur_peek_u8(c, &t) &&
-           (t == ERL_SMALL_INTEGER_EXT || t == ERL_INTEGER_EXT || t == ERL_SMALL_BIG_EXT);
 }
 
 /* An unlink id: unsigned 64-bit on the wire (the BEAM's Uint64), so a
@@ -129,16 +119,29 @@ static bool get_u64(struct cur *c, uint64_t *v)
     return true;
 }
 
-static bool field_ok(char want, const struct cur *c)
+/* A control field's type, by its tag (every field is walked or skipped
+ * whole as well). */
+static bool tag_ok(char want, uint8_t t)
 {
+    bool pid = t == ERL_NEW_PID_EXT || t == ERL_PID_EXT;
+    bool atom = t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_ATOM_UTF8_EXT ||
+                t == ERL_SMALL_ATOM_EXT || t == ERL_ATOM_EXT;
     switch (want) {
-    case 'P': return ext_is_pid(c);
-    case 'A': return ext_is_atom(c);
-    case 'X': return ext_is_pid(c) || ext_is_atom(c);
-    case 'R': return is_ref(c);
-    case 'I': return is_int(c);
+    case 'P': return pid;
+    case 'A': return atom;
+    case 'X': return pid || atom;
+    case 'R':
+        return t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT ||
+               t == ERL_REFERENCE_EXT;
+    case 'I': return t == ERL_SMALL_INTEGER_EXT || t == ERL_INTEGER_EXT || t == ERL_SMALL_BIG_EXT;
     default: return true;
     }
+}
+
+static bool field_ok(char want, const struct cur *c)
+{
+    uint8_t t;
+    return cur_peek_u8(c, &t) && tag_ok(want, t);
 }
 
 static void place(struct dist_msg *m, char role, struct span v)
@@ -165,6 +168,7 @@ static int decode_payload(struct cur *c, const struct opshape *s, const struct t
 static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
                                 struct dist_msg *m, const struct opshape **sp)
 {
+    /* lim NULL: the terms were walked already (dist_decode_walked) */
     struct cur t = *c;
     uint8_t ver, tag, ar, optag, op;
     if (!cur_u8(&t, &ver) || ver != 131 || !cur_u8(&t, &tag) || tag != ERL_SMALL_TUPLE_EXT ||
@@ -175,7 +179,7 @@ static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
     if (!s)
         return false;
     size_t nf = strlen(s->types);
-    if (ar != nf + 1 || lim->max_depth < 1 || lim->max_terms < nf + 2)
+    if (ar != nf + 1 || (lim && (lim->max_depth < 1 || lim->max_terms < nf + 2)))
         return false;
     for (size_t i = 0; i < nf; i++) {
         char want = s->types[i];
@@ -184,7 +188,8 @@ static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
             ft == ERL_SMALL_TUPLE_EXT || ft == ERL_LARGE_TUPLE_EXT || ft == ERL_LIST_EXT ||
             ft == ERL_MAP_EXT || ft == ERL_NEW_FUN_EXT)
             return false; /* a container: depth and term counts are the walker's */
-        long k = term_walk(cur_ptr(&t), cur_left(&t), lim);
+        long k = lim ? term_walk(cur_ptr(&t), cur_left(&t), lim)
+                     : term_skip(cur_ptr(&t), cur_left(&t));
         struct span v;
         if (k < 0 || !cur_span(&t, (size_t)k, &v))
             return false;
@@ -197,8 +202,39 @@ static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
     return true;
 }
 
-int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
-                struct dist_msg *m, const char **why)
+/* Walked already, with the control tuple's element offsets (from p; the
+ * control ends at ctl_end): decode_control_fast's shape checks, and each
+ * field is the bytes between two marks. */
+static bool decode_control_marked(const uint8_t *p, size_t ctl_end,
+                                  const struct term_marks *f, struct dist_msg *m,
+                                  const struct opshape **sp)
+{
+    if (ctl_end < 6 || p[2] != ERL_SMALL_TUPLE_EXT || p[4] != ERL_SMALL_INTEGER_EXT)
+        return false;
+    uint8_t ar = p[3];
+    const struct opshape *s = shape_of(p[5]);
+    if (!s || ar != shape_nf[p[5]] + 1 || f->n != ar || ar > TERM_MARKS)
+        return false;
+    for (uint32_t i = 0; i + 1 < ar; i++) {
+        size_t at = f->at[i + 1], end = i + 2 < ar ? f->at[i + 2] : ctl_end;
+        if (s->roles[i] == 'i' || at >= end || end > ctl_end)
+            return false; /* an unlink id is the general path's */
+        /* a walked term: its first byte says its type */
+        if (!tag_ok(s->types[i], p[at]))
+            return false;
+        struct span v = {p + at, end - at};
+        place(m, s->roles[i], v);
+    }
+    m->op = p[5];
+    m->kind = s->kind;
+    *sp = s;
+    return true;
+}
+
+/* lim NULL: walked already, the control term ctl_len bytes long, its
+ * fields marked (or fields NULL). */
+static int decode(const uint8_t *p, size_t n, const struct term_limits *lim, size_t ctl_len,
+                  const struct term_marks *fields, struct dist_msg *m, const char **why)
 {
     struct cur c = cur_make(p, n);
     uint8_t tag = 0, hdr = 0;
@@ -214,10 +250,15 @@ int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
         return -1;
     }
     const struct opshape *s;
+    if (!lim && fields && ctl_len < n && decode_control_marked(p, 1 + ctl_len, fields, m, &s)) {
+        cur_skip(&c, ctl_len);
+        return decode_payload(&c, s, lim, m, why);
+    }
     if (decode_control_fast(&c, lim, m, &s))
         return decode_payload(&c, s, lim, m, why);
     memset(m, 0, sizeof *m);
-    long cl = term_walk_versioned(cur_ptr(&c), cur_left(&c), lim);
+    long cl = lim ? term_walk_versioned(cur_ptr(&c), cur_left(&c), lim)
+                  : ctl_len <= cur_left(&c) ? (long)ctl_len : TERM_E_SHORT;
     if (cl < 0) {
         *why = term_strerror(cl);
         return -1;
@@ -283,7 +324,9 @@ static int decode_payload(struct cur *cp, const struct opshape *s, const struct 
         return -1;
     }
     if (s->payload) {
-        long pl = term_walk_versioned(cur_ptr(&c), cur_left(&c), lim);
+        /* walked: the rest is exactly the payload, 131 first */
+        long pl = lim ? term_walk_versioned(cur_ptr(&c), cur_left(&c), lim)
+                      : (long)cur_left(&c);
         if (pl < 0) {
             *why = term_strerror(pl);
             return -1;
@@ -299,4 +342,16 @@ static int decode_payload(struct cur *cp, const struct opshape *s, const struct 
             m->reason = v;
     }
     return 0;
+}
+
+int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
+                struct dist_msg *m, const char **why)
+{
+    return decode(p, n, lim, 0, NULL, m, why);
+}
+
+int dist_decode_walked(const uint8_t *p, size_t n, size_t ctl_len,
+                       const struct term_marks *fields, struct dist_msg *m, const char **why)
+{
+    return decode(p, n, NULL, ctl_len, fields, m, why);
 }

@@ -61,6 +61,14 @@ long dist_cut(const uint8_t *p, size_t n, uint64_t max, struct span *body);
 int dist_decode(const uint8_t *p, size_t n, const struct term_limits *lim,
                 struct dist_msg *m, const char **why);
 
+/* The same for a body whose terms were walked with the limits already
+ * (ac_frame_in's output: 'p', the control term of ctl_len bytes with its
+ * 131, then the payload with its 131, each exactly one term; fields: where
+ * the control tuple's elements start, from p): the shape is checked, the
+ * terms are not walked again. */
+int dist_decode_walked(const uint8_t *p, size_t n, size_t ctl_len,
+                       const struct term_marks *fields, struct dist_msg *m, const char **why);
+
 /* Frame building: begin reserves the length and writes 'p'; end patches the
  * length.  Between them put the control term (with 131) and the payload. */
 size_t dist_frame_begin(struct buf *b);

@@ -89,7 +89,7 @@ bool ext_atom_eqn(const struct cur *c, const char *s, size_t n)
     bool latin1;
     if (!atom_span(&t, &sp, &latin1))
         return false;
-    return sp.n == n && memcmp(sp.p, s, n) == 0;
+    return sp.n == n && eq_small(sp.p, (const uint8_t *)s, n);
 }
 
 bool ext_atom_utf8(const struct cur *c, struct span *s)

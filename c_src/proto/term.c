@@ -202,12 +202,24 @@ static WALK_HOT bool atom_len(struct cur *c, uint8_t tag, size_t *len)
  * holding how many sub-terms it still owes.  Before a container's arity is
  * believed it is checked against the bytes left, minus what open containers
  * already owe (every term is at least one byte), so a lying arity fails at
- * once and nothing is allocated for it.  Memory: 16 bytes per open
+ * once and nothing is allocated for it.  Memory: 24 bytes per open
  * container, the first WALK_INLINE on the C stack. */
 
 struct walk_frame {
-    uint64_t left; /* sub-terms of this container not yet started */
-    size_t end;    /* NEW_FUN_EXT: offset its Size field names; 0 otherwise */
+    uint64_t left;   /* sub-terms of this container not yet started */
+    size_t end;      /* NEW_FUN_EXT: offset its Size field names; 0 otherwise */
+    size_t size_out; /* expanding, NEW_FUN_EXT: its Size field's offset in out */
+};
+
+/* Expanding (term_walk_expand): the header form's ATOM_CACHE_REFs are
+ * legal, and the term is copied to out with each ref replaced by its atom.
+ * The input is copied in runs: `flushed` is how far it has been, and a
+ * ref (or a fun's Size field, patched when the fun ends) cuts a run. */
+struct expand {
+    const struct term_refs *refs;
+    struct buf *out;
+    size_t flushed; /* input offset copied up to */
+    size_t max;     /* out may not grow past this many bytes */
 };
 
 struct walker {
@@ -217,8 +229,72 @@ struct walker {
     uint32_t depth, cap;
     uint64_t pending; /* sum of st[].left */
     uint64_t terms;   /* sub-terms started so far */
+    struct expand *x; /* NULL: plain walk, ATOM_CACHE_REF refused */
+    struct term_marks *marks; /* expanding: the outermost container's elements */
     struct walk_frame small[WALK_INLINE];
 };
+
+/* Expanding: room for the input run up to `to` and `more` bytes after it
+ * (within max); the run is copied.  Then out has room for `more`. */
+static WALK_HOT int expand_run(struct walker *w, size_t to, size_t more)
+{
+    struct expand *x = w->x;
+    struct buf *out = x->out;
+    size_t k = to - x->flushed; /* k <= the input's length, more <= 1023 */
+    if (k + more > x->max - buf_avail(out))
+        return TERM_E_BIG;
+    if (out->cap - out->len < k + more && !buf_reserve(out, k + more))
+        return TERM_E_NOMEM;
+    copy_small(out->data + out->len, w->c.p + x->flushed, k);
+    out->len += k;
+    x->flushed = to;
+    return 0;
+}
+
+static int expand_flush(struct walker *w, size_t to) { return expand_run(w, to, 0); }
+
+/* ATOM_CACHE_REF (tag read): index < refs->n, the atom written in its
+ * place as SMALL_ATOM_UTF8_EXT or ATOM_UTF8_EXT.  The texts were checked
+ * when the header put them in the cache (term_atom_text_ok). */
+static WALK_HOT int walk_acref(struct walker *w)
+{
+    size_t at = w->c.pos - 1;
+    uint8_t ix;
+    if (!w->x)
+        return TERM_E_TAG;
+    if (!cur_u8(&w->c, &ix))
+        return TERM_E_SHORT;
+    if (ix >= w->x->refs->n)
+        return TERM_E_ACREF;
+    struct span a = w->x->refs->atom[ix];
+    int rc = expand_run(w, at, 3 + a.n);
+    if (rc)
+        return rc;
+    struct buf *out = w->x->out;
+    uint8_t *d = out->data + out->len;
+    if (a.n <= 255) {
+        d[0] = ETF_SMALL_ATOM_UTF8;
+        d[1] = (uint8_t)a.n;
+        d += 2;
+    } else {
+        d[0] = ETF_ATOM_UTF8;
+        put_n16(d + 1, (uint16_t)a.n);
+        d += 3;
+    }
+    copy_small(d, a.p, a.n);
+    out->len = (size_t)(d + a.n - out->data);
+    w->x->flushed = w->c.pos;
+    return 0;
+}
+
+/* Expanding with marks: a sub-term of the outermost container starts. */
+static inline void expand_mark(struct walker *w)
+{
+    struct term_marks *m = w->marks;
+    if (m->n < TERM_MARKS)
+        m->at[m->n] = buf_avail(w->x->out) + (w->c.pos - w->x->flushed);
+    m->n++;
+}
 
 static int need(struct cur *c, size_t k) { return cur_skip(c, k) ? 0 : TERM_E_SHORT; }
 
@@ -238,13 +314,14 @@ static WALK_HOT int walk_atom_body(struct cur *c, uint8_t tag)
 }
 
 /* A field that must be an atom: node names, module and function names. */
-static WALK_HOT int walk_atom_field(struct cur *c)
+static WALK_HOT int walk_atom_field(struct walker *w)
 {
+    struct cur *c = &w->c;
     uint8_t tag;
     if (!cur_u8(c, &tag))
         return TERM_E_SHORT;
     if (tag == ETF_ATOM_CACHE_REF)
-        return TERM_E_TAG;
+        return walk_acref(w);
     if (!is_atom_tag(tag))
         return TERM_E_BAD;
     return walk_atom_body(c, tag);
@@ -316,9 +393,10 @@ static int walk_old_creation(struct cur *c)
 }
 
 /* PID_EXT: Node ID:32 Serial:32 Creation:8; NEW_PID_EXT: Creation:32. */
-static int walk_pid_body(struct cur *c, uint8_t tag)
+static WALK_HOT int walk_pid_body(struct walker *w, uint8_t tag)
 {
-    int rc = walk_atom_field(c);
+    struct cur *c = &w->c;
+    int rc = walk_atom_field(w);
     if (rc)
         return rc;
     if (tag == ETF_NEW_PID)
@@ -327,20 +405,22 @@ static int walk_pid_body(struct cur *c, uint8_t tag)
     return rc ? rc : walk_old_creation(c);
 }
 
-static int walk_pid_field(struct cur *c)
+static int walk_pid_field(struct walker *w)
 {
+    struct cur *c = &w->c;
     uint8_t tag;
     if (!cur_u8(c, &tag))
         return TERM_E_SHORT;
     if (tag != ETF_PID && tag != ETF_NEW_PID)
         return TERM_E_BAD;
-    return walk_pid_body(c, tag);
+    return walk_pid_body(w, tag);
 }
 
 /* PORT_EXT ID:32 Creation:8; NEW_PORT_EXT ID:32 Creation:32; V4 ID:64 Creation:32. */
-static int walk_port_body(struct cur *c, uint8_t tag)
+static int walk_port_body(struct walker *w, uint8_t tag)
 {
-    int rc = walk_atom_field(c);
+    struct cur *c = &w->c;
+    int rc = walk_atom_field(w);
     if (rc)
         return rc;
     if (tag != ETF_PORT)
@@ -351,11 +431,12 @@ static int walk_port_body(struct cur *c, uint8_t tag)
 
 /* REFERENCE_EXT: Node ID:32 Creation:8.  NEW_/NEWER_REFERENCE_EXT: Len:16
  * Node Creation:8/32 ID:32*Len, Len 1..5. */
-static int walk_ref_body(struct cur *c, uint8_t tag)
+static WALK_HOT int walk_ref_body(struct walker *w, uint8_t tag)
 {
+    struct cur *c = &w->c;
     int rc;
     if (tag == ETF_REF) {
-        rc = walk_atom_field(c);
+        rc = walk_atom_field(w);
         if (!rc)
             rc = need(c, 4);
         return rc ? rc : walk_old_creation(c);
@@ -365,7 +446,7 @@ static int walk_ref_body(struct cur *c, uint8_t tag)
         return TERM_E_SHORT;
     if (len < 1 || len > MAX_REF_WORDS)
         return TERM_E_BAD;
-    rc = walk_atom_field(c);
+    rc = walk_atom_field(w);
     if (!rc)
         rc = tag == ETF_NEW_REF ? walk_old_creation(c) : need(c, 4);
     return rc ? rc : need(c, 4 * (size_t)len);
@@ -384,11 +465,12 @@ static int walk_bit_binary(struct cur *c)
 
 /* EXPORT_EXT: Module Function Arity; arity as SMALL_INTEGER_EXT, or
  * INTEGER_EXT in 0..255 (OTP decodes either). */
-static int walk_export(struct cur *c)
+static int walk_export(struct walker *w)
 {
-    int rc = walk_atom_field(c);
+    struct cur *c = &w->c;
+    int rc = walk_atom_field(w);
     if (!rc)
-        rc = walk_atom_field(c);
+        rc = walk_atom_field(w);
     if (rc)
         return rc;
     uint8_t tag;
@@ -425,7 +507,7 @@ static int walk_grow(struct walker *w)
 /* Open a container owing k sub-terms.  Bytes are checked before terms so
  * that a lying arity is TERM_E_SHORT whatever the limits; invariant kept:
  * terms + pending <= max_terms and pending <= bytes left at push time. */
-static int walk_push(struct walker *w, uint64_t k, size_t end)
+static WALK_HOT int walk_push(struct walker *w, uint64_t k, size_t end)
 {
     if (w->depth >= w->lim->max_depth)
         return TERM_E_DEPTH;
@@ -434,13 +516,27 @@ static int walk_push(struct walker *w, uint64_t k, size_t end)
         return TERM_E_SHORT;
     if (k > w->lim->max_terms - w->terms - w->pending)
         return TERM_E_SIZE;
-    int rc = walk_grow(w);
+    int rc = w->depth < w->cap ? 0 : walk_grow(w);
     if (rc)
         return rc;
     w->st[w->depth].left = k;
     w->st[w->depth].end = end;
     w->depth++;
     w->pending += k;
+    return 0;
+}
+
+/* Expanding: a fun's bytes are all read; its Size (at size_out in out)
+ * becomes the length it has there. */
+static int expand_fun_end(struct walker *w, size_t size_out)
+{
+    int rc = expand_flush(w, w->c.pos);
+    if (rc)
+        return rc;
+    size_t sz = buf_avail(w->x->out) - size_out;
+    if (sz > UINT32_MAX)
+        return TERM_E_BIG;
+    put_n32(buf_head(w->x->out) + size_out, (uint32_t)sz);
     return 0;
 }
 
@@ -461,21 +557,30 @@ static int walk_fun(struct walker *w)
         return TERM_E_SHORT;
     if (nfree > MAX_FUN_FREE)
         return TERM_E_BAD;
-    int rc = walk_atom_field(c);
+    /* expanding: refs inside change the Size, patched when the fun ends */
+    size_t size_out = 0;
+    int rc = w->x ? expand_flush(w, start) : 0;
+    if (w->x)
+        size_out = buf_avail(w->x->out);
+    if (!rc)
+        rc = walk_atom_field(w);
     if (!rc)
         rc = walk_int_field(c);
     if (!rc)
         rc = walk_int_field(c);
     if (!rc)
-        rc = walk_pid_field(c);
+        rc = walk_pid_field(w);
     if (rc)
         return rc;
     size_t end = start + size;
     if (c->pos > end)
         return TERM_E_BAD;
     if (nfree == 0)
-        return c->pos == end ? 0 : TERM_E_BAD;
-    return walk_push(w, nfree, end);
+        return c->pos != end ? TERM_E_BAD : w->x ? expand_fun_end(w, size_out) : 0;
+    rc = walk_push(w, nfree, end);
+    if (!rc)
+        w->st[w->depth - 1].size_out = size_out;
+    return rc;
 }
 
 static int walk_container(struct walker *w, uint8_t tag)
@@ -523,15 +628,15 @@ static int walk_one(struct walker *w)
         return walk_atom_body(c, tag);
     case ETF_PID:
     case ETF_NEW_PID:
-        return walk_pid_body(c, tag);
+        return walk_pid_body(w, tag);
     case ETF_PORT:
     case ETF_NEW_PORT:
     case ETF_V4_PORT:
-        return walk_port_body(c, tag);
+        return walk_port_body(w, tag);
     case ETF_REF:
     case ETF_NEW_REF:
     case ETF_NEWER_REF:
-        return walk_ref_body(c, tag);
+        return walk_ref_body(w, tag);
     case ETF_NIL:
         return 0;
     case ETF_STRING:
@@ -548,8 +653,10 @@ static int walk_one(struct walker *w)
     case ETF_NEW_FUN:
         return walk_fun(w);
     case ETF_EXPORT:
-        return walk_export(c);
-    default: /* ATOM_CACHE_REF, FUN_EXT, LOCAL_EXT, compressed, unknown */
+        return walk_export(w);
+    case ETF_ATOM_CACHE_REF:
+        return walk_acref(w); /* refused unless expanding */
+    default: /* FUN_EXT, LOCAL_EXT, compressed, unknown */
         return TERM_E_TAG;
     }
 }
@@ -559,12 +666,14 @@ static int walk_pop(struct walker *w)
     struct walk_frame *f = &w->st[--w->depth];
     if (f->end != 0 && w->c.pos != f->end)
         return TERM_E_BAD;
-    return 0;
+    return f->end != 0 && w->x ? expand_fun_end(w, f->size_out) : 0;
 }
 
 static long walk_run(struct walker *w)
 {
     for (;;) {
+        if (w->depth == 1 && w->marks)
+            expand_mark(w);
         int rc = walk_one(w);
         if (rc)
             return rc;
@@ -588,29 +697,56 @@ static bool is_leaf_tag(uint8_t t)
            t != ETF_NEW_FUN;
 }
 
-long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim)
+static long walk_term(const uint8_t *p, size_t n, const struct term_limits *lim,
+                      struct expand *x, struct term_marks *marks)
 {
-    if (n > 0 && is_leaf_tag(p[0]) && lim->max_terms >= 1) {
-        struct walker w;
-        w.c = cur_make(p, n);
-        w.lim = lim;
-        w.depth = 0;
-        w.terms = 0;
-        int rc = walk_one(&w); /* a leaf never touches the frame stack */
-        return rc ? rc : w.c.pos > LONG_MAX ? TERM_E_SIZE : (long)w.c.pos;
-    }
     struct walker w;
     w.c = cur_make(p, n);
     w.lim = lim;
-    w.st = w.small;
     w.depth = 0;
-    w.cap = WALK_INLINE;
-    w.pending = 0;
     w.terms = 0;
-    long r = walk_run(&w);
-    if (w.st != w.small)
-        free(w.st);
+    w.x = x;
+    w.marks = marks;
+    long r;
+    if (n > 0 && is_leaf_tag(p[0]) && lim->max_terms >= 1) {
+        int rc = walk_one(&w); /* a leaf never touches the frame stack */
+        r = rc ? rc : w.c.pos > LONG_MAX ? TERM_E_SIZE : (long)w.c.pos;
+    } else {
+        w.st = w.small;
+        w.cap = WALK_INLINE;
+        w.pending = 0;
+        r = walk_run(&w);
+        if (w.st != w.small)
+            free(w.st);
+    }
+    if (r > 0 && x) {
+        int rc = expand_flush(&w, (size_t)r);
+        if (rc)
+            return rc;
+    }
     return r;
+}
+
+long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim)
+{
+    return walk_term(p, n, lim, NULL, NULL);
+}
+
+long term_walk_expand(const uint8_t *p, size_t n, const struct term_limits *lim,
+                      const struct term_refs *refs, struct buf *out, size_t max,
+                      struct term_marks *marks)
+{
+    if (marks)
+        marks->n = 0;
+    if (buf_avail(out) > max)
+        return TERM_E_BIG;
+    struct expand x = {refs, out, 0, max};
+    return walk_term(p, n, lim, &x, marks);
+}
+
+bool term_atom_text_ok(const uint8_t *s, size_t n)
+{
+    return n <= MAX_ATOM_BYTES && utf8_chars(s, n) <= MAX_ATOM_CHARS;
 }
 
 long term_walk_versioned(const uint8_t *p, size_t n, const struct term_limits *lim)
@@ -758,6 +894,8 @@ const char *term_strerror(long err)
     case TERM_E_ATOM: return "term: atom too long or bad UTF-8";
     case TERM_E_BAD: return "term: illegal field";
     case TERM_E_NOMEM: return "term: out of memory";
+    case TERM_E_ACREF: return "term: atom-cache ref past the header's refs";
+    case TERM_E_BIG: return "term: larger than --max-message-bytes once its atom-cache refs are expanded";
     default: return err >= 0 ? "term: ok" : "term: unknown error";
     }
 }
@@ -1335,7 +1473,7 @@ bool term_canon(const uint8_t *p, size_t n, struct buf *out)
 
 #define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
-static void sip_round(uint64_t v[4])
+static inline __attribute__((always_inline)) void sip_round(uint64_t v[4])
 {
     v[0] += v[1];
     v[1] = SIP_ROTL(v[1], 13);
@@ -1353,12 +1491,18 @@ static void sip_round(uint64_t v[4])
     v[2] = SIP_ROTL(v[2], 32);
 }
 
-static uint64_t le64(const uint8_t *p)
+static inline uint64_t le64(const uint8_t *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8); /* one load */
+    return v;
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | p[i];
     return v;
+#endif
 }
 
 uint64_t term_siphash24(const uint8_t *p, size_t n, uint64_t k0, uint64_t k1)

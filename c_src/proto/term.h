@@ -23,7 +23,9 @@ enum term_err {
     TERM_E_SIZE = -4,    /* more sub-terms than max_terms */
     TERM_E_ATOM = -5,    /* atom over 255 characters or bad UTF-8 */
     TERM_E_BAD = -6,     /* any other illegal field (ref > 5 words, bits 0/ >8, ...) */
-    TERM_E_NOMEM = -7,   /* the walker's stack (16 bytes per open container) */
+    TERM_E_NOMEM = -7,   /* the walker's stack (24 bytes per open container) */
+    TERM_E_BIG = -8,     /* term_walk_expand: the result would pass its max */
+    TERM_E_ACREF = -9,   /* term_walk_expand: an ATOM_CACHE_REF past the header's refs */
 };
 
 /* Walk exactly one term at p[0..n) without reading outside it, iteratively.
@@ -32,6 +34,37 @@ long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim);
 /* Same for a term with its 131 version byte first; the result includes it. */
 long term_walk_versioned(const uint8_t *p, size_t n, const struct term_limits *lim);
 const char *term_strerror(long err);
+
+/* The atoms a header-form frame's ATOM_CACHE_REFs index, in ref order
+ * (proto/atomcache.c fills them; every text passed term_atom_text_ok). */
+struct term_refs {
+    uint32_t n;
+    const struct span *atom;
+};
+
+/* Where the sub-terms of a term's outermost container start in the
+ * expanded copy (offsets from buf_head of out): at[i] for i < TERM_MARKS,
+ * n counting them all.  A control tuple's fields, found without a skip. */
+#define TERM_MARKS 8
+struct term_marks {
+    uint32_t n;
+    size_t at[TERM_MARKS];
+};
+
+/* term_walk for a term in the distribution header form (no 131; an
+ * ATOM_CACHE_REF is legal and must index refs) that also appends the term
+ * to out in the plain form: each ref replaced by its atom as
+ * SMALL_ATOM_UTF8_EXT (ATOM_UTF8_EXT past 255 bytes), fun Size fields
+ * made to match.  One pass: the checks and the copy.  out may not hold more
+ * than max bytes (TERM_E_BIG).  marks (may be NULL) gets the container's
+ * sub-term offsets.  Returns the input length or a negative
+ * enum term_err (out then holds a partial copy). */
+long term_walk_expand(const uint8_t *p, size_t n, const struct term_limits *lim,
+                      const struct term_refs *refs, struct buf *out, size_t max,
+                      struct term_marks *marks);
+/* An atom text the walker accepts in a UTF-8 atom: valid UTF-8 of at most
+ * 255 characters (and 1020 bytes). */
+bool term_atom_text_ok(const uint8_t *s, size_t n);
 /* The length of the term at p[0..n) (> 0) or a negative enum term_err,
  * for terms term_walk has already checked: every length is checked, but
  * nothing else (no limits, atoms' UTF-8, floats, fun sizes).  O(1) memory. */

@@ -45,7 +45,8 @@ static uint32_t resolve_local(struct node *n, struct span t, int *name_idx, bool
     struct span a;
     if (ext_atom_utf8(&c, &a)) { /* the usual case: compare in place */
         for (uint32_t i = 0; a.n < sizeof n->procs->names[i].name && i < n->procs->nnames; i++)
-            if (memcmp(n->procs->names[i].name, a.p, a.n) == 0 && !n->procs->names[i].name[a.n]) {
+            if (eq_small((const uint8_t *)n->procs->names[i].name, a.p, a.n) &&
+                !n->procs->names[i].name[a.n]) {
                 *name_idx = (int)i;
                 return n->procs->names[i].id;
             }

@@ -202,7 +202,7 @@ static bool match_node_atom(struct node *n, struct cur *t, uint32_t *idx)
     const struct buf *cand[2] = {n->last_peer ? &n->last_peer->atom : NULL, &n->atom};
     for (int i = 0; i < 2; i++) {
         const struct buf *a = cand[i];
-        if (a && cur_left(t) >= a->len && memcmp(cur_ptr(t), a->data, a->len) == 0) {
+        if (a && cur_left(t) >= a->len && eq_small(cur_ptr(t), a->data, a->len)) {
             t->pos += a->len;
             *idx = i == 1 ? 0 : n->last_peer->idx;
             return true;

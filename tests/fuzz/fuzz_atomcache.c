@@ -7,8 +7,11 @@
  * dist_decode then accepts survives our own encoder: sent through a second
  * pair of caches it decodes again to a frame dist_decode accepts, of the
  * same length or shorter (Latin-1 atoms may come back in the UTF-8 form).
- * A second cache with the measuring pass always on and the header memo
- * off reads the same stream: it must agree byte for byte. */
+ * A second cache with the header memo off reads the same stream: it must
+ * agree byte for byte.  The walk inside ac_frame_in is dist_decode's: what
+ * it accepts, dist_decode_walked and dist_decode decode alike; what it
+ * refuses only for the limits (a third cache with wide ones accepts), the
+ * limits refuse in dist_decode too. */
 #include "fuzz_common.h"
 
 #include "proto/atomcache.h"
@@ -18,11 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const struct term_limits lim = {64, 1u << 16};
     const uint64_t max = 1u << 20;
     struct ac *in = malloc(sizeof *in), *me = malloc(sizeof *me), *peer = malloc(sizeof *peer);
-    struct ac *slow = malloc(sizeof *slow);
-    FZ_CHECK(in && me && peer && slow);
+    struct ac *slow = malloc(sizeof *slow), *wide = malloc(sizeof *wide);
+    static const struct term_limits wide_lim = {1u << 20, UINT64_MAX};
+    FZ_CHECK(in && me && peer && slow && wide);
     ac_init(slow);
-    slow->one_pass_max = 0;
     slow->memo_off = true;
+    ac_init(wide);
     ac_init(in);
     ac_init(me);
     ac_init(peer);
@@ -37,33 +41,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pos += (size_t)k;
         if (body.n == 0)
             continue;
-        struct span out, out2;
-        const char *why = NULL, *why2 = NULL;
-        int rc = ac_frame_in(in, body.p, body.n, max, &out, &why);
-        int rc2 = ac_frame_in(slow, body.p, body.n, max, &out2, &why2);
+        struct ac_in ai, ai2, aw;
+        const char *why = NULL, *why2 = NULL, *whyw = NULL;
+        int rc = ac_frame_in(in, body.p, body.n, &lim, max, &ai, &why);
+        int rc2 = ac_frame_in(slow, body.p, body.n, &lim, max, &ai2, &why2);
+        int rcw = ac_frame_in(wide, body.p, body.n, &wide_lim, max, &aw, &whyw);
         FZ_CHECK(rc == rc2);
+        struct dist_msg m, m2;
         if (rc != 0) {
             FZ_CHECK(why && why[0]);
+            if (rcw == 0)
+                FZ_CHECK(dist_decode(aw.body.p, aw.body.n, &lim, &m, &why2) != 0);
             continue;
         }
-        FZ_CHECK(out.n == out2.n && memcmp(out.p, out2.p, out.n) == 0);
+        FZ_CHECK(rcw == 0);
+        struct span out = ai.body;
+        FZ_CHECK(out.n == ai2.body.n && memcmp(out.p, ai2.body.p, out.n) == 0);
         FZ_CHECK(out.n >= 3 && out.n <= max && out.p[0] == 'p' && out.p[1] == 131);
-        struct dist_msg m;
-        if (dist_decode(out.p, out.n, &lim, &m, &why) != 0) {
+        int d1 = dist_decode_walked(out.p, out.n, ai.ctl_len, &ai.fields, &m, &why);
+        int d2 = dist_decode(out.p, out.n, &lim, &m2, &why2);
+        FZ_CHECK(d1 == d2);
+        if (d1 != 0) {
             FZ_CHECK(why && why[0]);
             continue;
         }
+        FZ_CHECK(m.op == m2.op && m.kind == m2.kind && m.msg.p == m2.msg.p &&
+                 m.msg.n == m2.msg.n && m.from.p == m2.from.p && m.from.n == m2.from.n &&
+                 m.to.p == m2.to.p && m.to.n == m2.to.n && m.ref.p == m2.ref.p &&
+                 m.ref.n == m2.ref.n && m.reason.p == m2.reason.p && m.reason.n == m2.reason.n);
         /* our encoder on what we accepted, and back */
         struct buf plain;
         buf_init(&plain);
         FZ_CHECK(buf_put(&plain, out.p, out.n));
-        struct span hdr, terms, back;
+        struct span hdr, terms;
+        struct ac_in back;
         FZ_CHECK(ac_frame_out(me, buf_head(&plain), buf_avail(&plain), &hdr, &terms));
         buf_reset(&f);
         FZ_CHECK(buf_put(&f, hdr.p, hdr.n) && buf_put(&f, terms.p, terms.n));
-        FZ_CHECK(ac_frame_in(peer, buf_head(&f), buf_avail(&f), max, &back, &why) == 0);
-        FZ_CHECK(back.n <= buf_avail(&plain));
-        FZ_CHECK(dist_decode(back.p, back.n, &lim, &m, &why) == 0);
+        FZ_CHECK(ac_frame_in(peer, buf_head(&f), buf_avail(&f), &lim, max, &back, &why) == 0);
+        FZ_CHECK(back.body.n <= buf_avail(&plain));
+        FZ_CHECK(dist_decode_walked(back.body.p, back.body.n, back.ctl_len, &back.fields, &m,
+                                    &why) == 0);
         buf_free(&plain);
     }
     buf_free(&f);
@@ -71,7 +89,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ac_free(me);
     ac_free(peer);
     ac_free(slow);
+    ac_free(wide);
     free(slow);
+    free(wide);
     free(in);
     free(me);
     free(peer);

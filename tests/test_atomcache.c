@@ -207,8 +207,12 @@ static void test_roundtrip(void **state)
 
     struct ac *me = ac_new(), *peer = ac_new();
     size_t hdr_first = 0;
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 4; round++) {
         struct span hdr, terms, out;
+        /* other numbers each round (a pid's id, a ref word): from the
+         * second round on both sides copy them into a template */
+        b.data[6 + 11 + 3] = (uint8_t)round;
+        b.data[106] = (uint8_t)(0x40 + round); /* the last byte of the ref's words */
         assert_true(ac_frame_out(me, b.data, b.len, &hdr, &terms));
         assert_true(hdr.n >= 3 && hdr.p[0] == 131 && hdr.p[1] == 68);
         assert_true(hdr.p[2] == 6); /* kv@hostx, '', Registry, ok, peer@host, mod1 */
@@ -227,6 +231,11 @@ static void test_roundtrip(void **state)
         assert_memory_equal(out.p, b.data, b.len);
         buf_free(&f);
     }
+    /* rounds 2-4 were copied from an out template */
+    int made = 0;
+    for (int i = 0; i < AC_TPL; i++)
+        made += me->otpl[i].n != 0;
+    assert_int_equal(made, 1);
     /* not ours: no 'p', a 131 missing, trailing garbage */
     struct span h, t;
     assert_false(ac_frame_out(me, b.data + 1, b.len - 1, &h, &t));
@@ -235,6 +244,69 @@ static void test_roundtrip(void **state)
     ac_del(me);
     ac_del(peer);
     buf_free(&b);
+}
+
+/* Frame templates: a frame that differs from an earlier one only in its
+ * numbers is copied from it with its own numbers; a changed structure
+ * misses; a header that refills a slot drops every template (the output
+ * holds the atom's text).  Checked against a cache that walks everything. */
+static void test_templates(void **state)
+{
+    struct ac *a = ac_new(), *plain = ac_new();
+    plain->memo_off = true;
+    plain->tpl_off = true;
+    static const uint8_t f1[] = {131, 68, 1, 0x08, 0, 1, 'x', 104, 2, 97, 5, 82, 0};
+    static uint8_t f2[] = {131, 68, 1, 0x00, 0, 104, 3, 97, 5, 82, 0, 109, 0, 0, 0, 2, 'a', 'b'};
+    static const uint8_t f3[] = {131, 68, 1, 0x08, 0, 2, 'y', 'z', 104, 1, 97, 1};
+    static const uint8_t f4[] = {131, 68, 1, 0x00, 0, 104, 3, 97, 5, 82, 0, 106, 106};
+    struct {
+        const uint8_t *p;
+        size_t n;
+        uint8_t op, b0;
+        const char *atom;
+    } steps[] = {
+        {f1, sizeof f1, 5, 0, "x"},  {f2, sizeof f2, 5, 'a', "x"}, {f2, sizeof f2, 19, 'q', "x"},
+        {f2, sizeof f2, 20, 'r', "x"}, {f4, sizeof f4, 5, 0, "x"},  {f3, sizeof f3, 0, 0, NULL},
+        {f2, sizeof f2, 6, 's', "yz"}, {f2, sizeof f2, 7, 't', "yz"},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        if (steps[i].p == f2) {
+            f2[8] = steps[i].op;
+            f2[16] = steps[i].b0;
+        }
+        struct span o1, o2;
+        const char *why = NULL;
+        struct ac_in in;
+        assert_int_equal(ac_frame_in(a, steps[i].p, steps[i].n, &LIM, MAXF, &in, &why), 0);
+        o1 = in.body;
+        assert_int_equal(frame_in(plain, steps[i].p, steps[i].n, MAXF, &o2, &why), 0);
+        assert_int_equal(o1.n, o2.n);
+        assert_memory_equal(o1.p, o2.p, o2.n);
+        if (steps[i].atom) {
+            size_t al = strlen(steps[i].atom);
+            /* 'p' 131 104 ar 97 op 119 len text ... */
+            assert_int_equal(o1.p[5], steps[i].op);
+            assert_int_equal(o1.p[7], al);
+            assert_memory_equal(o1.p + 8, steps[i].atom, al);
+            if (steps[i].b0)
+                assert_int_equal(o1.p[8 + al + 5], steps[i].b0);
+            struct dist_msg m;
+            assert_int_equal(dist_decode_walked(o1.p, o1.n, in.ctl_len, &in.fields, &m, &why),
+                             dist_decode(o1.p, o1.n, &LIM, &m, &why));
+        }
+    }
+    /* the steps above did use templates: the second f2 was one */
+    int used = 0;
+    for (int i = 0; i < AC_TPL; i++)
+        used += a->tpl[i].n != 0;
+    assert_true(used >= 2);
+    /* other limits do not reuse a template made under these */
+    const struct term_limits tight = {0, 1u << 20};
+    struct ac_in in;
+    const char *why;
+    assert_int_equal(ac_frame_in(a, f2, sizeof f2, &tight, MAXF, &in, &why), -1);
+    ac_del(a);
+    ac_del(plain);
 }
 
 /* A frame: header bytes then terms {1, <atom ref 0>} style. */
@@ -357,9 +429,9 @@ static void test_malformed(void **state)
     ac_del(a);
 }
 
-/* The header memo gives the same bytes as a plain decode of every header:
- * two caches replay the same traffic side by side; a limit one byte too
- * small is refused. */
+/* The header memo and the frame templates give the same bytes as a plain
+ * decode and walk of every frame: two caches replay the same traffic side
+ * by side; a limit one byte too small is refused. */
 static void test_paths_agree(void **state)
 {
     const char *files[] = {"golden/ac25_frames_beam_to_kv.bin", "golden/ac29_frames_beam_to_kv.bin",
@@ -369,6 +441,7 @@ static void test_paths_agree(void **state)
         uint8_t *p = kt_slurp(files[f], &n);
         struct ac *fast = ac_new(), *plain = ac_new();
         plain->memo_off = true;
+        plain->tpl_off = true;
         for (;;) {
             struct span body;
             long k = dist_cut(p + pos, n - pos, UINT64_MAX, &body);
@@ -459,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_limits_and_funs),
+        cmocka_unit_test(test_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,6 +135,7 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
                 *why = "atom-cache entry is not an atom (bad UTF-8 or over 255 characters)";
                 return -1;
             }
+            a->in_gen++; /* templates hold the old text */
             if (!slot_set(s, txt.p, txt.n)) {
                 *why = "out of memory";
                 return -1;
@@ -172,9 +173,23 @@ struct rw {
     size_t ol;                  /* bytes produced */
     struct ac *ac;              /* the caches and per-frame refs */
     const char *why;
+    struct term_vary vary;      /* numbers and binary contents, for templates */
 };
 
 #define RW_INLINE static inline __attribute__((always_inline))
+
+/* The next len input bytes (from skip on) go out as they are and are not
+ * structure: a frame that differs only there rewrites the same way. */
+RW_INLINE void rw_vary(struct rw *w, size_t skip, size_t len)
+{
+    struct term_vary *v = &w->vary;
+    if (v->n < TERM_VARY) {
+        v->run[v->n].in = (uint32_t)(w->c.pos + skip);
+        v->run[v->n].out = (uint32_t)(w->ol + skip);
+        v->run[v->n].len = (uint32_t)len;
+    }
+    v->n++;
+}
 
 RW_INLINE void emit(struct rw *w, const void *p, size_t n)
 {
@@ -225,8 +240,11 @@ static int atom_ref(struct ac *a, uint8_t tag, struct span txt)
         return same ? r : -1;
     if (a->nrefs >= AC_MAX_REFS)
         return -1;
-    if (!same && !slot_set(e, txt.p, txt.n))
-        return -2;
+    if (!same) {
+        a->out_gen++; /* out templates name the old text */
+        if (!slot_set(e, txt.p, txt.n))
+            return -2;
+    }
     r = (int16_t)a->nrefs++;
     a->slot_ref[s] = r;
     a->ref_slot[r] = (uint16_t)s;
@@ -318,8 +336,16 @@ RW_INLINE bool rw_term(struct rw *w)
             if (!rw_atom(w))
                 return false;
             break;
-        case T_SMALL_INT: if (!copy(w, 2)) return false; break;
-        case T_INT: if (!copy(w, 5)) return false; break;
+        case T_SMALL_INT:
+            rw_vary(w, 1, 1);
+            if (!copy(w, 2))
+                return false;
+            break;
+        case T_INT:
+            rw_vary(w, 1, 4);
+            if (!copy(w, 5))
+                return false;
+            break;
         case T_FLOAT: if (!copy(w, 32)) return false; break;
         case T_NEW_FLOAT: if (!copy(w, 9)) return false; break;
         case T_NIL: if (!copy(w, 1)) return false; break;
@@ -344,6 +370,8 @@ RW_INLINE bool rw_term(struct rw *w)
                     goto short_;
                 n = (tag == T_BINARY ? 5 : 6) + (size_t)n32;
             }
+            if (tag == T_BINARY && n > 5)
+                rw_vary(w, 5, n - 5);
             if (!copy(w, n))
                 return false;
             break;
@@ -351,7 +379,10 @@ RW_INLINE bool rw_term(struct rw *w)
         case T_PID: case T_NEW_PID: case T_PORT: case T_NEW_PORT: case T_V4_PORT: case T_REF: {
             static const uint8_t tail[256] = {[T_PID] = 9, [T_NEW_PID] = 12, [T_PORT] = 5,
                                               [T_NEW_PORT] = 8, [T_V4_PORT] = 12, [T_REF] = 5};
-            if (!copy(w, 1) || !rw_atom(w) || !copy(w, tail[tag]))
+            if (!copy(w, 1) || !rw_atom(w))
+                return false;
+            rw_vary(w, 0, tail[tag]);
+            if (!copy(w, tail[tag]))
                 return false;
             break;
         }
@@ -361,8 +392,10 @@ RW_INLINE bool rw_term(struct rw *w)
             cur_skip(&t, 1);
             if (!cur_n16(&t, &n16))
                 goto short_;
-            if (!copy(w, 3) || !rw_atom(w) ||
-                !copy(w, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
+            if (!copy(w, 3) || !rw_atom(w))
+                return false;
+            rw_vary(w, 0, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16);
+            if (!copy(w, (tag == T_NEW_REF ? 1 : 4) + 4 * (size_t)n16))
                 return false;
             break;
         }
@@ -448,6 +481,7 @@ static long memo_find(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
             refs->atom[k].n = s->len;
         }
         refs->n = cnt;
+        refs->any_new = false;
         return (long)len;
     }
     return 0;
@@ -464,11 +498,100 @@ static void memo_add(struct ac *a, const uint8_t *p, long len, const struct ac_r
     a->memo_next = (uint8_t)((a->memo_next + 1) % AC_MEMO);
 }
 
+/* p[0..n) equal to t's body wherever its mask is set. */
+static bool tpl_match(const struct ac_tpl *t, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    uint64_t x, y, m, d = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&x, p + i, 8);
+        memcpy(&y, t->in + i, 8);
+        memcpy(&m, t->mask + i, 8);
+        d |= (x ^ y) & m;
+    }
+    for (; i < n; i++)
+        d |= (uint64_t)((p[i] ^ t->in[i]) & t->mask[i]);
+    return d == 0;
+}
+
+/* In tv[]: the template p[0..n) matches (limits as given), or -1. */
+static int tpl_find(const struct ac *a, const struct ac_tpl *tv, uint32_t gen, const uint8_t *p,
+                    size_t n, uint32_t depth, uint64_t terms, uint64_t max)
+{
+    if (a->tpl_off || n > AC_TPL_IN)
+        return -1;
+    for (int i = 0; i < AC_TPL; i++) {
+        const struct ac_tpl *t = &tv[i];
+        if (t->n == n && t->gen == gen && t->depth == depth && t->terms == terms &&
+            t->outlen <= max && tpl_match(t, p, n))
+            return i;
+    }
+    return -1;
+}
+
+/* p[0..n) as a template in tv[*next] (its output o[0..on)); false if it
+ * does not fit one. */
+static bool tpl_add(const struct ac *a, struct ac_tpl *tv, uint8_t *next, uint32_t gen,
+                    const uint8_t *p, size_t n, const uint8_t *o, size_t on,
+                    const struct term_vary *v, uint32_t depth, uint64_t terms)
+{
+    if (a->tpl_off || n > AC_TPL_IN || on > AC_TPL_OUT || v->n > TERM_VARY)
+        return false;
+    struct ac_tpl *t = &tv[*next];
+    *next = (uint8_t)((*next + 1) % AC_TPL);
+    memcpy(t->in, p, n);
+    memset(t->mask, 0xff, n);
+    for (uint32_t i = 0; i < v->n; i++) {
+        memset(t->mask + v->run[i].in, 0, v->run[i].len);
+        t->run[i].in = (uint16_t)v->run[i].in;
+        t->run[i].out = (uint16_t)v->run[i].out;
+        t->run[i].len = (uint16_t)v->run[i].len;
+    }
+    t->nrun = v->n;
+    memcpy(t->out, o, on);
+    t->outlen = (uint16_t)on;
+    t->n = (uint16_t)n;
+    t->gen = gen;
+    t->depth = depth;
+    t->terms = terms;
+    return true;
+}
+
+/* t's output with p's varying bytes, into o (reset). */
+static bool tpl_apply(const struct ac_tpl *t, const uint8_t *p, struct buf *o)
+{
+    buf_reset(o);
+    if (!buf_reserve(o, t->outlen))
+        return false;
+    uint8_t *d = o->data;
+    memcpy(d, t->out, t->outlen);
+    for (uint32_t i = 0; i < t->nrun; i++)
+        copy_small(d + t->run[i].out, p + t->run[i].in, t->run[i].len);
+    o->len = t->outlen;
+    return true;
+}
+
 /* In: the terms after the header, walked and expanded in one pass each
- * (term_walk_expand) -> 'p' 131 control [131 payload]. */
+ * (term_walk_expand) -> 'p' 131 control [131 payload]; or a template's
+ * output with this frame's numbers. */
 int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
                 uint64_t max, struct ac_in *out, const char **why)
 {
+    struct buf *o = &a->scratch;
+    int ti = tpl_find(a, a->tpl, a->in_gen, p, n, lim->max_depth, lim->max_terms, max);
+    if (ti >= 0) {
+        const struct ac_tpl *t = &a->tpl[ti];
+        if (!tpl_apply(t, p, o)) {
+            *why = "out of memory";
+            return -1;
+        }
+        out->body.p = o->data;
+        out->body.n = t->outlen;
+        out->ctl_len = t->ctl_len;
+        out->fields = t->fields;
+        return 0;
+    }
+    buf_reset(o);
     struct ac_refs *refs = &a->refs;
     long h = memo_find(a, p, n, refs);
     if (h == 0) {
@@ -478,10 +601,10 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
         memo_add(a, p, h, refs);
     }
     struct term_refs tr = {refs->n, refs->atom};
+    struct term_vary vary;
+    vary.n = 0;
+    struct term_expand e = {&tr, max > SIZE_MAX ? SIZE_MAX : (size_t)max, NULL, &vary, 0};
     struct cur c = cur_make(p + h, n - (size_t)h);
-    struct buf *o = &a->scratch;
-    size_t cap = max > SIZE_MAX ? SIZE_MAX : (size_t)max;
-    buf_reset(o);
     if (cur_left(&c) == 0) {
         *why = "no control message after the atom-cache header";
         return -1;
@@ -490,7 +613,7 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
         *why = "out of memory";
         return -1;
     }
-    for (int t = 0; t < 2 && cur_left(&c) > 0; t++) {
+    for (int k = 0; k < 2 && cur_left(&c) > 0; k++) {
         uint8_t first = 0;
         if (cur_peek_u8(&c, &first) && first == T_VERSION) {
             *why = "131 after an atom-cache header";
@@ -500,15 +623,16 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
             *why = "out of memory";
             return -1;
         }
-        long k = term_walk_expand(cur_ptr(&c), cur_left(&c), lim, &tr, o, cap,
-                                  t == 0 ? &out->fields : NULL);
-        if (k < 0) {
-            *why = k == TERM_E_BIG ? "rewritten frame larger than --max-message-bytes"
-                                   : term_strerror(k);
+        e.marks = k == 0 ? &out->fields : NULL;
+        e.in_base = (size_t)h + c.pos;
+        long len = term_walk_expand(cur_ptr(&c), cur_left(&c), lim, &e, o);
+        if (len < 0) {
+            *why = len == TERM_E_BIG ? "rewritten frame larger than --max-message-bytes"
+                                     : term_strerror(len);
             return -1;
         }
-        cur_skip(&c, (size_t)k);
-        if (t == 0)
+        cur_skip(&c, (size_t)len);
+        if (k == 0)
             out->ctl_len = buf_avail(o) - 1;
     }
     if (cur_left(&c) > 0) {
@@ -517,6 +641,14 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
     }
     out->body.p = buf_head(o);
     out->body.n = buf_avail(o);
+    if (!refs->any_new) {
+        struct ac_tpl *t = &a->tpl[a->tpl_next];
+        if (tpl_add(a, a->tpl, &a->tpl_next, a->in_gen, p, n, buf_head(o), buf_avail(o), &vary,
+                    lim->max_depth, lim->max_terms)) {
+            t->ctl_len = out->ctl_len;
+            t->fields = out->fields;
+        }
+    }
     return 0;
 }
 
@@ -537,7 +669,18 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
 {
     struct buf *out = &a->hdr;
     buf_reset(out);
-    bool ok = false;
+    int ti = tpl_find(a, a->otpl, a->out_gen, p, n, 0, 0, SIZE_MAX);
+    if (ti >= 0) {
+        if (!tpl_apply(&a->otpl[ti], p, &a->scratch) ||
+            !buf_put(out, a->otpl_hdr[ti], a->otpl_hdrlen[ti]))
+            return false;
+        hdr->p = buf_head(out);
+        hdr->n = buf_avail(out);
+        terms->p = buf_head(&a->scratch);
+        terms->n = buf_avail(&a->scratch);
+        return true;
+    }
+    bool ok = false, any_new = false;
     a->nrefs = 0;
     buf_reset(&a->scratch);
     struct rw w = {.ac = a, .c = cur_make(p, n)};
@@ -594,6 +737,16 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
     terms->p = buf_head(&a->scratch);
     terms->n = buf_avail(&a->scratch);
     ok = true;
+    for (uint32_t i = 0; i < a->nrefs; i++)
+        any_new |= a->ref_new[i];
+    if (!any_new && hdr->n <= AC_TPL_HDR) {
+        uint8_t k = a->otpl_next;
+        if (tpl_add(a, a->otpl, &a->otpl_next, a->out_gen, p, n, terms->p, terms->n, &w.vary, 0,
+                    0)) {
+            memcpy(a->otpl_hdr[k], hdr->p, hdr->n);
+            a->otpl_hdrlen[k] = (uint8_t)hdr->n;
+        }
+    }
 done:
     for (uint32_t i = 0; i < a->nrefs; i++) {
         uint16_t s = a->ref_slot[i];
@@ -601,6 +754,7 @@ done:
         /* a slot changed for a frame that is not sent is forgotten, so
          * that no later ref relies on an entry the peer never got */
         if (!ok && a->ref_new[i]) {
+            a->out_gen++;
             free(a->out[s].txt);
             a->out[s].txt = NULL;
             a->out[s].len = 0;

@@ -50,7 +50,36 @@ struct ac_memo {
     uint8_t hdr[AC_MEMO_HDR];
 };
 
-/* One connection's state (about 60 KB, only for peers with the flag):
+/* A frame accepted before, as a template: a frame body equal to it in
+ * every byte but the ones term_walk_expand's vary list names (pid and
+ * reference numbers, small integers, binary contents) walks the same way
+ * and expands to the template's output with those bytes copied over, so
+ * it is copied, not walked.  Only frames of up to AC_TPL_IN bytes whose
+ * header filled no slot; every template is dropped (gen) when any header
+ * fills a slot, as its output holds the atoms' texts.  Out, the same for
+ * our own pass-through frames and their header form. */
+#define AC_TPL 4
+#define AC_TPL_IN 256
+#define AC_TPL_HDR 64
+#define AC_TPL_OUT 512
+struct ac_tpl {
+    uint16_t n;        /* the body's length; 0: unused */
+    uint16_t outlen;
+    uint32_t gen;      /* a->in_gen when made */
+    uint32_t depth;    /* the limits it was walked with */
+    uint64_t terms;
+    uint32_t nrun;
+    struct {
+        uint16_t in, out, len;
+    } run[TERM_VARY];
+    size_t ctl_len;
+    struct term_marks fields;
+    uint8_t in[AC_TPL_IN];   /* the body */
+    uint8_t mask[AC_TPL_IN]; /* 0xff where a body must equal it, 0 in a run */
+    uint8_t out[AC_TPL_OUT];
+};
+
+/* One connection's state (about 70 KB, only for peers with the flag):
  * ac_init, ac_free on close; a new connection starts from empty caches. */
 struct ac {
     struct ac_atom in[AC_SIZE];   /* slots the peer filled */
@@ -67,6 +96,17 @@ struct ac {
     uint16_t memo_cix[AC_MEMO][AC_MEMO_HDR];
     uint8_t memo_next;
     bool memo_off;                /* tests: decode every header */
+    uint32_t in_gen;              /* in: bumped whenever a slot is filled */
+    struct ac_tpl tpl[AC_TPL];    /* in: recent frames, see struct ac_tpl */
+    uint8_t tpl_next;
+    bool tpl_off;                 /* tests: walk every frame, rewrite every frame */
+    /* out: the same for our own frames that filled no slot, their header
+     * kept too; out_gen is bumped whenever an out slot changes */
+    uint32_t out_gen;
+    struct ac_tpl otpl[AC_TPL];
+    uint8_t otpl_hdr[AC_TPL][AC_TPL_HDR];
+    uint8_t otpl_hdrlen[AC_TPL];
+    uint8_t otpl_next;
 };
 
 void ac_init(struct ac *a);

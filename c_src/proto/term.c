@@ -220,6 +220,8 @@ struct expand {
     struct buf *out;
     size_t flushed; /* input offset copied up to */
     size_t max;     /* out may not grow past this many bytes */
+    struct term_vary *vary;
+    size_t in_base;
 };
 
 struct walker {
@@ -285,6 +287,22 @@ static WALK_HOT int walk_acref(struct walker *w)
     out->len = (size_t)(d + a.n - out->data);
     w->x->flushed = w->c.pos;
     return 0;
+}
+
+/* Expanding with a vary list: the next len bytes are numbers or binary
+ * contents that nothing here reads. */
+static WALK_HOT void expand_vary(struct walker *w, size_t len)
+{
+    struct expand *x = w->x;
+    if (!x || !x->vary || len == 0)
+        return;
+    struct term_vary *v = x->vary;
+    if (v->n < TERM_VARY) {
+        v->run[v->n].in = (uint32_t)(x->in_base + w->c.pos);
+        v->run[v->n].out = (uint32_t)(buf_avail(x->out) + (w->c.pos - x->flushed));
+        v->run[v->n].len = (uint32_t)len;
+    }
+    v->n++;
 }
 
 /* Expanding with marks: a sub-term of the outermost container starts. */
@@ -399,8 +417,11 @@ static WALK_HOT int walk_pid_body(struct walker *w, uint8_t tag)
     int rc = walk_atom_field(w);
     if (rc)
         return rc;
-    if (tag == ETF_NEW_PID)
+    if (tag == ETF_NEW_PID) {
+        expand_vary(w, 12);
         return need(c, 12);
+    }
+    expand_vary(w, 8);
     rc = need(c, 8);
     return rc ? rc : walk_old_creation(c);
 }
@@ -437,8 +458,10 @@ static WALK_HOT int walk_ref_body(struct walker *w, uint8_t tag)
     int rc;
     if (tag == ETF_REF) {
         rc = walk_atom_field(w);
-        if (!rc)
+        if (!rc) {
+            expand_vary(w, 4);
             rc = need(c, 4);
+        }
         return rc ? rc : walk_old_creation(c);
     }
     uint16_t len;
@@ -447,9 +470,17 @@ static WALK_HOT int walk_ref_body(struct walker *w, uint8_t tag)
     if (len < 1 || len > MAX_REF_WORDS)
         return TERM_E_BAD;
     rc = walk_atom_field(w);
-    if (!rc)
-        rc = tag == ETF_NEW_REF ? walk_old_creation(c) : need(c, 4);
-    return rc ? rc : need(c, 4 * (size_t)len);
+    if (rc)
+        return rc;
+    if (tag == ETF_NEW_REF) {
+        rc = walk_old_creation(c);
+        if (rc)
+            return rc;
+        expand_vary(w, 4 * (size_t)len);
+        return need(c, 4 * (size_t)len);
+    }
+    expand_vary(w, 4 + 4 * (size_t)len); /* creation and numbers */
+    return need(c, 4 + 4 * (size_t)len);
 }
 
 static int walk_bit_binary(struct cur *c)
@@ -614,7 +645,11 @@ static int walk_one(struct walker *w)
         return TERM_E_SIZE;
     switch (tag) {
     case ETF_SMALL_INT:
+        expand_vary(w, 1);
+        return need(c, 1);
     case ETF_INT:
+        expand_vary(w, 4);
+        return need(c, 4);
     case ETF_SMALL_BIG:
     case ETF_LARGE_BIG:
         return walk_int_body(c, tag);
@@ -642,7 +677,10 @@ static int walk_one(struct walker *w)
     case ETF_STRING:
         return cur_n16(c, &n16) ? need(c, n16) : TERM_E_SHORT;
     case ETF_BINARY:
-        return cur_n32(c, &n32) ? need(c, n32) : TERM_E_SHORT;
+        if (!cur_n32(c, &n32))
+            return TERM_E_SHORT;
+        expand_vary(w, n32);
+        return need(c, n32);
     case ETF_BIT_BINARY:
         return walk_bit_binary(c);
     case ETF_SMALL_TUPLE:
@@ -733,15 +771,14 @@ long term_walk(const uint8_t *p, size_t n, const struct term_limits *lim)
 }
 
 long term_walk_expand(const uint8_t *p, size_t n, const struct term_limits *lim,
-                      const struct term_refs *refs, struct buf *out, size_t max,
-                      struct term_marks *marks)
+                      const struct term_expand *e, struct buf *out)
 {
-    if (marks)
-        marks->n = 0;
-    if (buf_avail(out) > max)
+    if (e->marks)
+        e->marks->n = 0;
+    if (buf_avail(out) > e->max)
         return TERM_E_BIG;
-    struct expand x = {refs, out, 0, max};
-    return walk_term(p, n, lim, &x, marks);
+    struct expand x = {e->refs, out, 0, e->max, e->vary, e->in_base};
+    return walk_term(p, n, lim, &x, e->marks);
 }
 
 bool term_atom_text_ok(const uint8_t *s, size_t n)

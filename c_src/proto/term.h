@@ -51,17 +51,37 @@ struct term_marks {
     size_t at[TERM_MARKS];
 };
 
+/* The bytes of a walked term that no check of the walker reads: pid and
+ * reference numbers (not the old one-byte creations), integers of
+ * SMALL_INTEGER_EXT and INTEGER_EXT, binary contents.  A term equal to a
+ * walked one everywhere else walks the same way and expands to the same
+ * bytes but these (proto/atomcache.c's frame templates rely on it).  Runs
+ * with input offsets (plus in_base) and offsets in out; n counts them all,
+ * past TERM_VARY only counted. */
+#define TERM_VARY 16
+struct term_vary {
+    uint32_t n;
+    struct {
+        uint32_t in, out, len;
+    } run[TERM_VARY];
+};
+
+struct term_expand {
+    const struct term_refs *refs; /* what ATOM_CACHE_REF indexes */
+    size_t max;                   /* out may not hold more (TERM_E_BIG) */
+    struct term_marks *marks;     /* may be NULL: the container's elements */
+    struct term_vary *vary;       /* may be NULL: appended to, not reset */
+    size_t in_base;               /* added to vary's input offsets */
+};
+
 /* term_walk for a term in the distribution header form (no 131; an
- * ATOM_CACHE_REF is legal and must index refs) that also appends the term
- * to out in the plain form: each ref replaced by its atom as
+ * ATOM_CACHE_REF is legal and must index e->refs) that also appends the
+ * term to out in the plain form: each ref replaced by its atom as
  * SMALL_ATOM_UTF8_EXT (ATOM_UTF8_EXT past 255 bytes), fun Size fields
- * made to match.  One pass: the checks and the copy.  out may not hold more
- * than max bytes (TERM_E_BIG).  marks (may be NULL) gets the container's
- * sub-term offsets.  Returns the input length or a negative
- * enum term_err (out then holds a partial copy). */
+ * made to match.  One pass: the checks and the copy.  Returns the input
+ * length or a negative enum term_err (out then holds a partial copy). */
 long term_walk_expand(const uint8_t *p, size_t n, const struct term_limits *lim,
-                      const struct term_refs *refs, struct buf *out, size_t max,
-                      struct term_marks *marks);
+                      const struct term_expand *e, struct buf *out);
 /* An atom text the walker accepts in a UTF-8 atom: valid UTF-8 of at most
  * 255 characters (and 1020 bytes). */
 bool term_atom_text_ok(const uint8_t *s, size_t n);

@@ -7,8 +7,9 @@
  * dist_decode then accepts survives our own encoder: sent through a second
  * pair of caches it decodes again to a frame dist_decode accepts, of the
  * same length or shorter (Latin-1 atoms may come back in the UTF-8 form).
- * A second cache with the header memo off reads the same stream: it must
- * agree byte for byte.  The walk inside ac_frame_in is dist_decode's: what
+ * A second cache with the header memo and the frame templates off reads
+ * the same stream: it must agree byte for byte (a template hit is exactly
+ * what the walk would have made).  The walk inside ac_frame_in is dist_decode's: what
  * it accepts, dist_decode_walked and dist_decode decode alike; what it
  * refuses only for the limits (a third cache with wide ones accepts), the
  * limits refuse in dist_decode too. */
@@ -26,6 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_CHECK(in && me && peer && slow && wide);
     ac_init(slow);
     slow->memo_off = true;
+    slow->tpl_off = true;
     ac_init(wide);
     ac_init(in);
     ac_init(me);

@@ -1,6 +1,9 @@
 /* dist.c - frame cutting and control-message decoding (see dist.h). */
 #include "proto/dist.h"
 
+#include <stddef.h>
+#include <string.h>
+
 #include <ei.h>
 
 #include "proto/ext.h"
@@ -73,10 +76,53 @@ static const struct opshape shapes[] = {
     {DOP_UNLINK_ID_ACK, DK_UNLINK_ACK, "IPP", "ift", 0},
 };
 
-/* shapes[] by operation number (1 + index; 0 = unknown), built once, and
- * each shape's number of fields. */
+/* shapes[] by operation number (1 + index; 0 = unknown), built once. */
 static uint8_t shape_index[DOP_UNLINK_ID_ACK + 1];
-static uint8_t shape_nf[256];
+
+/* The same shapes compiled for decode_control_marked: per field the tag
+ * classes it may have (TC_*) and where its span goes in struct dist_msg
+ * (NO_ROLE: ignored); usable false for shapes with an unlink id. */
+enum { TC_PID = 1, TC_ATOM = 2, TC_REF = 4, TC_INT = 8, TC_ANY = 0xff, NO_ROLE = 0xff };
+struct fast_shape {
+    bool usable;
+    uint8_t nf;
+    uint8_t want[4];
+    uint8_t role[4];
+};
+static struct fast_shape fast_shapes[DOP_UNLINK_ID_ACK + 1];
+static const uint8_t tag_class[256] = {
+    [ERL_NEW_PID_EXT] = TC_PID, [ERL_PID_EXT] = TC_PID,
+    [ERL_SMALL_ATOM_UTF8_EXT] = TC_ATOM, [ERL_ATOM_UTF8_EXT] = TC_ATOM,
+    [ERL_SMALL_ATOM_EXT] = TC_ATOM, [ERL_ATOM_EXT] = TC_ATOM,
+    [ERL_NEWER_REFERENCE_EXT] = TC_REF, [ERL_NEW_REFERENCE_EXT] = TC_REF,
+    [ERL_REFERENCE_EXT] = TC_REF, [ERL_SMALL_INTEGER_EXT] = TC_INT,
+    [ERL_INTEGER_EXT] = TC_INT, [ERL_SMALL_BIG_EXT] = TC_INT,
+};
+
+static void compile_shape(const struct opshape *s)
+{
+    struct fast_shape *f = &fast_shapes[s->op];
+    f->nf = (uint8_t)strlen(s->types);
+    f->usable = f->nf <= 4;
+    for (uint8_t i = 0; i < f->nf && f->usable; i++) {
+        switch (s->types[i]) {
+        case 'P': f->want[i] = TC_PID; break;
+        case 'A': f->want[i] = TC_ATOM; break;
+        case 'X': f->want[i] = TC_PID | TC_ATOM; break;
+        case 'R': f->want[i] = TC_REF; break;
+        case 'I': f->want[i] = TC_INT; break;
+        default: f->want[i] = TC_ANY; break;
+        }
+        switch (s->roles[i]) {
+        case 'f': f->role[i] = offsetof(struct dist_msg, from); break;
+        case 't': f->role[i] = offsetof(struct dist_msg, to); break;
+        case 'r': f->role[i] = offsetof(struct dist_msg, ref); break;
+        case 'e': f->role[i] = offsetof(struct dist_msg, reason); break;
+        case 'i': f->usable = false; break; /* an unlink id: decoded, not placed */
+        default: f->role[i] = NO_ROLE; break;
+        }
+    }
+}
 
 static const struct opshape *shape_of(int64_t op)
 {
@@ -85,7 +131,7 @@ static const struct opshape *shape_of(int64_t op)
     if (!shape_index[DOP_LINK]) /* first call: fill the index */
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             shape_index[shapes[i].op] = (uint8_t)(i + 1);
-            shape_nf[shapes[i].op] = (uint8_t)strlen(shapes[i].types);
+            compile_shape(&shapes[i]);
         }
     uint8_t k = shape_index[op];
     return k ? &shapes[k - 1] : NULL;
@@ -123,17 +169,12 @@ static bool get_u64(struct cur *c, uint64_t *v)
  * whole as well). */
 static bool tag_ok(char want, uint8_t t)
 {
-    bool pid = t == ERL_NEW_PID_EXT || t == ERL_PID_EXT;
-    bool atom = t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_ATOM_UTF8_EXT ||
-                t == ERL_SMALL_ATOM_EXT || t == ERL_ATOM_EXT;
     switch (want) {
-    case 'P': return pid;
-    case 'A': return atom;
-    case 'X': return pid || atom;
-    case 'R':
-        return t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT ||
-               t == ERL_REFERENCE_EXT;
-    case 'I': return t == ERL_SMALL_INTEGER_EXT || t == ERL_INTEGER_EXT || t == ERL_SMALL_BIG_EXT;
+    case 'P': return tag_class[t] & TC_PID;
+    case 'A': return tag_class[t] & TC_ATOM;
+    case 'X': return tag_class[t] & (TC_PID | TC_ATOM);
+    case 'R': return tag_class[t] & TC_REF;
+    case 'I': return tag_class[t] & TC_INT;
     default: return true;
     }
 }
@@ -213,17 +254,21 @@ static bool decode_control_marked(const uint8_t *p, size_t ctl_end,
         return false;
     uint8_t ar = p[3];
     const struct opshape *s = shape_of(p[5]);
-    if (!s || ar != shape_nf[p[5]] + 1 || f->n != ar || ar > TERM_MARKS)
+    if (!s)
         return false;
-    for (uint32_t i = 0; i + 1 < ar; i++) {
-        size_t at = f->at[i + 1], end = i + 2 < ar ? f->at[i + 2] : ctl_end;
-        if (s->roles[i] == 'i' || at >= end || end > ctl_end)
-            return false; /* an unlink id is the general path's */
+    const struct fast_shape *fs = &fast_shapes[p[5]];
+    if (!fs->usable || ar != fs->nf + 1 || f->n != ar || ar > TERM_MARKS)
+        return false;
+    for (uint32_t i = 0; i < fs->nf; i++) {
+        size_t at = f->at[i + 1], end = i + 1 < fs->nf ? f->at[i + 2] : ctl_end;
         /* a walked term: its first byte says its type */
-        if (!tag_ok(s->types[i], p[at]))
+        if (at >= end || end > ctl_end || !(tag_class[p[at]] & fs->want[i]))
             return false;
-        struct span v = {p + at, end - at};
-        place(m, s->roles[i], v);
+        if (fs->role[i] != NO_ROLE) {
+            struct span *v = (struct span *)((char *)m + fs->role[i]);
+            v->p = p + at;
+            v->n = end - at;
+        }
     }
     m->op = p[5];
     m->kind = s->kind;

@@ -206,10 +206,57 @@ bool ext_get_list_header(struct cur *c, uint32_t *n)
     return tag == ERL_LIST_EXT && cur_n32(c, n);
 }
 
+/* The length of a leaf whose size its first bytes say (the usual pids,
+ * refs, atoms, small integers and binaries of a call), else 0. */
+static size_t leaf_len(const struct cur *c)
+{
+    struct cur t = *c;
+    uint8_t tag, a, l8;
+    uint16_t l16;
+    uint32_t l32;
+    size_t n;
+    if (!cur_u8(&t, &tag))
+        return 0;
+    switch (tag) {
+    case ERL_SMALL_INTEGER_EXT: n = 2; break;
+    case ERL_SMALL_ATOM_UTF8_EXT:
+        if (!cur_u8(&t, &l8))
+            return 0;
+        n = 2 + (size_t)l8;
+        break;
+    case ERL_NEW_PID_EXT:
+        if (!cur_u8(&t, &a) || a != ERL_SMALL_ATOM_UTF8_EXT || !cur_u8(&t, &l8))
+            return 0;
+        n = 3 + (size_t)l8 + 12;
+        break;
+    case ERL_NEWER_REFERENCE_EXT:
+        if (!cur_n16(&t, &l16) || !cur_u8(&t, &a) || a != ERL_SMALL_ATOM_UTF8_EXT ||
+            !cur_u8(&t, &l8))
+            return 0;
+        n = 5 + (size_t)l8 + 4 + 4 * (size_t)l16;
+        break;
+    case ERL_BINARY_EXT:
+        if (!cur_n32(&t, &l32))
+            return 0;
+        n = 5 + (size_t)l32;
+        break;
+    default: return 0;
+    }
+    return n <= cur_left(c) ? n : 0;
+}
+
 bool ext_skip(struct cur *c, struct span *s)
 {
     /* The frame's terms were walked with the real limits already; this
      * only measures (still checked against the bytes left). */
+    size_t k = leaf_len(c);
+    if (k) {
+        if (s) {
+            s->p = cur_ptr(c);
+            s->n = k;
+        }
+        return cur_skip(c, k);
+    }
     long n = term_skip(cur_ptr(c), cur_left(c));
     if (n <= 0)
         return false;

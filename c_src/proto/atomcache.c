@@ -30,6 +30,7 @@ void ac_init(struct ac *a)
     buf_init(&a->scratch);
     buf_init(&a->hdr);
     memset(a->slot_ref, 0xff, sizeof a->slot_ref);
+    a->tpl_cur = -1;
 }
 
 static void free_slots(struct ac_atom *s)
@@ -548,6 +549,7 @@ static bool tpl_add(const struct ac *a, struct ac_tpl *tv, uint8_t *next, uint32
         t->run[i].len = (uint16_t)v->run[i].len;
     }
     t->nrun = v->n;
+    t->ndec = 0;
     memcpy(t->out, o, on);
     t->outlen = (uint16_t)on;
     t->n = (uint16_t)n;
@@ -579,6 +581,7 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
 {
     struct buf *o = &a->scratch;
     int ti = tpl_find(a, a->tpl, a->in_gen, p, n, lim->max_depth, lim->max_terms, max);
+    a->tpl_cur = (int8_t)ti;
     if (ti >= 0) {
         const struct ac_tpl *t = &a->tpl[ti];
         if (!tpl_apply(t, p, o)) {
@@ -642,13 +645,68 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
     out->body.p = buf_head(o);
     out->body.n = buf_avail(o);
     if (!refs->any_new) {
-        struct ac_tpl *t = &a->tpl[a->tpl_next];
+        uint8_t k = a->tpl_next;
+        struct ac_tpl *t = &a->tpl[k];
         if (tpl_add(a, a->tpl, &a->tpl_next, a->in_gen, p, n, buf_head(o), buf_avail(o), &vary,
                     lim->max_depth, lim->max_terms)) {
             t->ctl_len = out->ctl_len;
             t->fields = out->fields;
+            a->tpl_cur = (int8_t)k;
         }
     }
+    return 0;
+}
+
+/* The operation byte of a pass-through body whose control starts
+ * {SMALL_INTEGER_EXT op, ...} ('p' 131 104 N 97 op), else -1. */
+static int op_byte(struct span b)
+{
+    struct cur c = cur_make(b.p, b.n);
+    uint8_t x[6];
+    for (int i = 0; i < 6; i++)
+        if (!cur_u8(&c, &x[i]))
+            return -1;
+    return x[2] == 104 && x[4] == T_SMALL_INT ? x[5] : -1;
+}
+
+int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
+                    uint64_t max, struct ac_in *in, struct dist_msg *m, const char **why)
+{
+    struct ac_in local;
+    struct ac_in *f = in ? in : &local;
+    f->body.p = NULL;
+    f->body.n = 0;
+    if (ac_frame_in(a, p, n, lim, max, f, why) < 0) {
+        f->body.p = NULL; /* in: nothing made */
+        return -1;
+    }
+    struct ac_tpl *t = a->tpl_cur >= 0 ? &a->tpl[a->tpl_cur] : NULL;
+    int op = t ? op_byte(f->body) : -1;
+    struct span *sp[5] = {&m->from, &m->to, &m->ref, &m->reason, &m->msg};
+    for (uint8_t d = 0; op >= 0 && d < t->ndec; d++) {
+        if (t->dec[d].op != op)
+            continue;
+        memset(m, 0, sizeof *m);
+        m->op = op;
+        m->kind = (enum dist_kind)t->dec[d].kind;
+        for (int i = 0; i < 5; i++)
+            if (t->dec[d].len[i]) {
+                sp[i]->p = f->body.p + t->dec[d].off[i];
+                sp[i]->n = t->dec[d].len[i];
+            }
+        return 0;
+    }
+    if (dist_decode_walked(f->body.p, f->body.n, f->ctl_len, &f->fields, m, why) < 0)
+        return -1;
+    if (op < 0 || op != m->op || m->has_id || t->ndec >= 2)
+        return 0; /* an unlink id is a value: decoded every time */
+    t->dec[t->ndec].op = (uint8_t)op;
+    t->dec[t->ndec].kind = (uint8_t)m->kind;
+    for (int i = 0; i < 5; i++) {
+        t->dec[t->ndec].off[i] = sp[i]->n ? (uint16_t)(sp[i]->p - f->body.p) : 0;
+        t->dec[t->ndec].len[i] = (uint16_t)sp[i]->n;
+    }
+    t->ndec++;
     return 0;
 }
 

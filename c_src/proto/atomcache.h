@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "proto/dist.h"
 #include "proto/term.h"
 
 #define AC_SIZE 2048      /* ERTS_ATOM_CACHE_SIZE: 8 segments of 256 */
@@ -74,6 +75,14 @@ struct ac_tpl {
     } run[TERM_VARY];
     size_t ctl_len;
     struct term_marks fields;
+    /* in: what dist_decode_walked made of the output, per operation byte
+     * (monitor and demonitor frames share a template): spans as offsets */
+    uint8_t ndec;
+    struct {
+        uint8_t op;
+        uint8_t kind;
+        uint16_t off[5], len[5]; /* from, to, ref, reason, msg */
+    } dec[2];
     uint8_t in[AC_TPL_IN];   /* the body */
     uint8_t mask[AC_TPL_IN]; /* 0xff where a body must equal it, 0 in a run */
     uint8_t out[AC_TPL_OUT];
@@ -99,6 +108,7 @@ struct ac {
     uint32_t in_gen;              /* in: bumped whenever a slot is filled */
     struct ac_tpl tpl[AC_TPL];    /* in: recent frames, see struct ac_tpl */
     uint8_t tpl_next;
+    int8_t tpl_cur;               /* in: the template the last frame used or made, -1 */
     bool tpl_off;                 /* tests: walk every frame, rewrite every frame */
     /* out: the same for our own frames that filled no slot, their header
      * kept too; out_gen is bumped whenever an out slot changes */
@@ -130,6 +140,14 @@ struct ac_in {
 };
 int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
                 uint64_t max, struct ac_in *out, const char **why);
+
+/* ac_frame_in, then dist_decode_walked on its output into *m; a frame
+ * copied from a template whose output was decoded before for the same
+ * operation byte takes that decoding (it depends on nothing the frames
+ * may differ in).  in (may be NULL) gets what ac_frame_in made (body.p
+ * NULL when it refused the frame).  0, or -1 with *why. */
+int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
+                    uint64_t max, struct ac_in *in, struct dist_msg *m, const char **why);
 
 /* A pass-through body we built (p[0] = 'p', 131 control, 131 payload) ->
  * the header form: *hdr (131 68 ...) then *terms (no 131), both pointing

@@ -800,12 +800,9 @@ static void process_frames(struct conn *c)
         } else {
             struct dist_msg m;
             const char *why = NULL;
-            struct ac_in f;
             /* an atom-cache peer's frames are walked while expanded */
-            if (c->ac ? ac_frame_in(c->ac, body.p, body.n, h->lim, h->max_message_bytes, &f,
-                                    &why) < 0 ||
-                            dist_decode_walked(f.body.p, f.body.n, f.ctl_len, &f.fields, &m,
-                                               &why) < 0
+            if (c->ac ? ac_frame_decode(c->ac, body.p, body.n, h->lim, h->max_message_bytes,
+                                        NULL, &m, &why) < 0
                       : dist_decode(body.p, body.n, h->lim, &m, &why) < 0) {
                 LOGW("connection to %s (%s): bad frame (%s), disconnecting", c->name,
                      c->addr, why);

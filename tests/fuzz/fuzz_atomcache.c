@@ -45,7 +45,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         struct ac_in ai, ai2, aw;
         const char *why = NULL, *why2 = NULL, *whyw = NULL;
-        int rc = ac_frame_in(in, body.p, body.n, &lim, max, &ai, &why);
+        struct dist_msg m0;
+        const char *why0 = NULL;
+        int rc0 = ac_frame_decode(in, body.p, body.n, &lim, max, &ai, &m0, &why0);
+        int rc = ai.body.p ? 0 : -1;
+        why = why0;
         int rc2 = ac_frame_in(slow, body.p, body.n, &lim, max, &ai2, &why2);
         int rcw = ac_frame_in(wide, body.p, body.n, &wide_lim, max, &aw, &whyw);
         FZ_CHECK(rc == rc2);
@@ -63,10 +67,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int d1 = dist_decode_walked(out.p, out.n, ai.ctl_len, &ai.fields, &m, &why);
         int d2 = dist_decode(out.p, out.n, &lim, &m2, &why2);
         FZ_CHECK(d1 == d2);
+        FZ_CHECK((rc0 == 0) == (d1 == 0));
         if (d1 != 0) {
             FZ_CHECK(why && why[0]);
             continue;
         }
+        /* ac_frame_decode (walked, or from a template) agrees too */
+        FZ_CHECK(rc0 == 0 && m0.op == m2.op && m0.kind == m2.kind && m0.msg.p == m2.msg.p &&
+                 m0.msg.n == m2.msg.n && m0.from.p == m2.from.p && m0.from.n == m2.from.n &&
+                 m0.to.p == m2.to.p && m0.to.n == m2.to.n && m0.ref.p == m2.ref.p &&
+                 m0.ref.n == m2.ref.n && m0.reason.p == m2.reason.p &&
+                 m0.reason.n == m2.reason.n && m0.id == m2.id && m0.has_id == m2.has_id);
         FZ_CHECK(m.op == m2.op && m.kind == m2.kind && m.msg.p == m2.msg.p &&
                  m.msg.n == m2.msg.n && m.from.p == m2.from.p && m.from.n == m2.from.n &&
                  m.to.p == m2.to.p && m.to.n == m2.to.n && m.ref.p == m2.ref.p &&

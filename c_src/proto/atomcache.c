@@ -500,19 +500,29 @@ static void memo_add(struct ac *a, const uint8_t *p, long len, const struct ac_r
 }
 
 /* p[0..n) equal to t's body wherever its mask is set. */
+typedef uint64_t tpl_v16 __attribute__((vector_size(16)));
+
 static bool tpl_match(const struct ac_tpl *t, const uint8_t *p, size_t n)
 {
     size_t i = 0;
-    uint64_t x, y, m, d = 0;
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&x, p + i, 8);
-        memcpy(&y, t->in + i, 8);
-        memcpy(&m, t->mask + i, 8);
+    tpl_v16 x, y, m, d = {0, 0};
+    for (; i + 16 <= n; i += 16) {
+        memcpy(&x, p + i, 16);
+        memcpy(&y, t->in + i, 16);
+        memcpy(&m, t->mask + i, 16);
         d |= (x ^ y) & m;
     }
+    if (i < n && n >= 16) { /* the tail as the last 16 bytes, overlapping */
+        memcpy(&x, p + n - 16, 16);
+        memcpy(&y, t->in + n - 16, 16);
+        memcpy(&m, t->mask + n - 16, 16);
+        d |= (x ^ y) & m;
+        i = n;
+    }
+    uint64_t r = d[0] | d[1];
     for (; i < n; i++)
-        d |= (uint64_t)((p[i] ^ t->in[i]) & t->mask[i]);
-    return d == 0;
+        r |= (uint64_t)((p[i] ^ t->in[i]) & t->mask[i]);
+    return r == 0;
 }
 
 /* In tv[]: the template p[0..n) matches (limits as given), or -1. */
@@ -662,11 +672,10 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
 static int op_byte(struct span b)
 {
     struct cur c = cur_make(b.p, b.n);
-    uint8_t x[6];
-    for (int i = 0; i < 6; i++)
-        if (!cur_u8(&c, &x[i]))
-            return -1;
-    return x[2] == 104 && x[4] == T_SMALL_INT ? x[5] : -1;
+    struct span x;
+    if (!cur_span(&c, 6, &x))
+        return -1;
+    return x.p[2] == T_SMALL_TUPLE && x.p[4] == T_SMALL_INT ? x.p[5] : -1;
 }
 
 int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_limits *lim,
@@ -686,14 +695,15 @@ int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_
     for (uint8_t d = 0; op >= 0 && d < t->ndec; d++) {
         if (t->dec[d].op != op)
             continue;
-        memset(m, 0, sizeof *m);
         m->op = op;
         m->kind = (enum dist_kind)t->dec[d].kind;
-        for (int i = 0; i < 5; i++)
-            if (t->dec[d].len[i]) {
-                sp[i]->p = f->body.p + t->dec[d].off[i];
-                sp[i]->n = t->dec[d].len[i];
-            }
+        m->id = 0;
+        m->has_id = false;
+        for (int i = 0; i < 5; i++) {
+            uint16_t len = t->dec[d].len[i];
+            sp[i]->p = len ? f->body.p + t->dec[d].off[i] : NULL;
+            sp[i]->n = len;
+        }
         return 0;
     }
     if (dist_decode_walked(f->body.p, f->body.n, f->ctl_len, &f->fields, m, why) < 0)

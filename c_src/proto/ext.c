@@ -245,11 +245,45 @@ static size_t leaf_len(const struct cur *c)
     return n <= cur_left(c) ? n : 0;
 }
 
+/* A small tuple or a list of up to 8 leaves (and a leaf tail): {lookup,
+ * Name}, [alias|Ref].  Its length, else 0. */
+static size_t flat_len(const struct cur *c)
+{
+    struct cur t = *c;
+    uint8_t tag, a8;
+    uint32_t n;
+    if (!cur_u8(&t, &tag))
+        return 0;
+    if (tag == ERL_SMALL_TUPLE_EXT) {
+        if (!cur_u8(&t, &a8))
+            return 0;
+        n = a8;
+    } else if (tag == ERL_LIST_EXT) {
+        if (!cur_n32(&t, &n) || n > 8)
+            return 0;
+        n++; /* the tail */
+    } else {
+        return 0;
+    }
+    if (n > 9)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t et;
+        size_t k = cur_peek_u8(&t, &et) && et == ERL_NIL_EXT ? 1 : leaf_len(&t);
+        if (!k)
+            return 0;
+        cur_skip(&t, k);
+    }
+    return t.pos - c->pos;
+}
+
 bool ext_skip(struct cur *c, struct span *s)
 {
     /* The frame's terms were walked with the real limits already; this
      * only measures (still checked against the bytes left). */
     size_t k = leaf_len(c);
+    if (!k)
+        k = flat_len(c);
     if (k) {
         if (s) {
             s->p = cur_ptr(c);
@@ -297,17 +331,28 @@ bool ext_put_tuple(struct buf *b, uint32_t arity)
     return buf_put_u8(b, ERL_LARGE_TUPLE_EXT) && buf_put_n32(b, arity);
 }
 
+/* Room for n more bytes: the check inline, the growing not. */
+static inline bool room(struct buf *b, size_t n)
+{
+    return b->cap - b->len >= n || buf_reserve(b, n);
+}
+
 bool ext_put_atom(struct buf *b, const char *s, size_t n)
 {
-    if (n < 256)
-        return buf_put_u8(b, ERL_SMALL_ATOM_UTF8_EXT) && buf_put_u8(b, (uint8_t)n) &&
-               buf_put(b, s, n);
+    if (n < 256) {
+        if (!room(b, 2 + n))
+            return false;
+        uint8_t *d = b->data + b->len;
+        d[0] = ERL_SMALL_ATOM_UTF8_EXT;
+        d[1] = (uint8_t)n;
+        copy_small(d + 2, (const uint8_t *)s, n);
+        b->len += 2 + n;
+        return true;
+    }
     if (n > EXT_ATOM_MAX)
         return false;
     return buf_put_u8(b, ERL_ATOM_UTF8_EXT) && buf_put_n16(b, (uint16_t)n) && buf_put(b, s, n);
 }
-
-bool ext_put_atomz(struct buf *b, const char *s) { return ext_put_atom(b, s, strlen(s)); }
 
 bool ext_put_int(struct buf *b, int64_t v)
 {
@@ -338,26 +383,33 @@ bool ext_put_binary(struct buf *b, const void *p, size_t n)
 bool ext_put_pid(struct buf *b, struct span node_atom, uint32_t id, uint32_t serial,
                  uint32_t creation)
 {
-    if (!buf_reserve(b, 1 + node_atom.n + 12))
+    if (!room(b, 1 + node_atom.n + 12))
         return false;
-    buf_put_u8(b, ERL_NEW_PID_EXT);
-    buf_put(b, node_atom.p, node_atom.n);
-    buf_put_n32(b, id);
-    buf_put_n32(b, serial);
-    buf_put_n32(b, creation);
+    uint8_t *d = b->data + b->len;
+    d[0] = ERL_NEW_PID_EXT;
+    copy_small(d + 1, node_atom.p, node_atom.n);
+    d += 1 + node_atom.n;
+    put_n32(d, id);
+    put_n32(d + 4, serial);
+    put_n32(d + 8, creation);
+    b->len += 1 + node_atom.n + 12;
     return true;
 }
 
 bool ext_put_ref(struct buf *b, struct span node_atom, uint32_t creation, const uint32_t *w,
                  uint8_t len)
 {
-    if (!buf_reserve(b, 3 + node_atom.n + 4 + 4u * len))
+    size_t k = 3 + node_atom.n + 4 + 4u * len;
+    if (!room(b, k))
         return false;
-    buf_put_u8(b, ERL_NEWER_REFERENCE_EXT);
-    buf_put_n16(b, len);
-    buf_put(b, node_atom.p, node_atom.n);
-    buf_put_n32(b, creation);
+    uint8_t *d = b->data + b->len;
+    d[0] = ERL_NEWER_REFERENCE_EXT;
+    put_n16(d + 1, len);
+    copy_small(d + 3, node_atom.p, node_atom.n);
+    d += 3 + node_atom.n;
+    put_n32(d, creation);
     for (int i = 0; i < len; i++)
-        buf_put_n32(b, w[i]);
+        put_n32(d + 4 + 4 * i, w[i]);
+    b->len += k;
     return true;
 }

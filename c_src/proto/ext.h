@@ -57,7 +57,10 @@ bool ext_atom_utf8(const struct cur *c, struct span *s);
 bool ext_put_version(struct buf *b);
 bool ext_put_tuple(struct buf *b, uint32_t arity);
 bool ext_put_atom(struct buf *b, const char *s, size_t n);
-bool ext_put_atomz(struct buf *b, const char *s);
+static inline bool ext_put_atomz(struct buf *b, const char *s)
+{
+    return ext_put_atom(b, s, strlen(s)); /* a literal's length is a constant */
+}
 bool ext_put_int(struct buf *b, int64_t v);
 bool ext_put_u64(struct buf *b, uint64_t v); /* unlink ids: up to 2^64-1 */
 bool ext_put_nil(struct buf *b);

@@ -57,9 +57,34 @@ static bool alias_pair(struct cur *c, struct span *ref)
            (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
 }
 
+/* [alias|Ref] as gen:call encodes it: LIST_EXT of one, 'alias', the tail. */
+static const uint8_t ALIAS_HEAD[12] = {108, 0, 0, 0, 1, 119, 5, 'a', 'l', 'i', 'a', 's'};
+
+static bool is_ref_at(const struct cur *c)
+{
+    uint8_t t;
+    return cur_peek_u8(c, &t) &&
+           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
+}
+
+/* The usual tag, by its bytes: *ref is its Ref.  c moves past it. */
+static bool alias_tag_fast(struct cur *c, struct span *ref)
+{
+    struct cur t = *c;
+    struct span h;
+    if (!cur_span(&t, sizeof ALIAS_HEAD, &h) || !eq_small(h.p, ALIAS_HEAD, sizeof ALIAS_HEAD) ||
+        !is_ref_at(&t) || !ext_skip(&t, ref))
+        return false;
+    *c = t;
+    return true;
+}
+
 static bool tag_alias(struct span tag, struct span *ref)
 {
     struct cur c = cur_make(tag.p, tag.n);
+    if (alias_tag_fast(&c, ref) && cur_left(&c) == 0)
+        return true;
+    c = cur_make(tag.p, tag.n);
     if (alias_pair(&c, ref))
         return true;
     c = cur_make(tag.p, tag.n);
@@ -243,6 +268,29 @@ static bool get_from(struct cur *c, struct span *from, struct span *tag)
     return ext_skip(c, from) && ext_skip(c, tag);
 }
 
+/* {'$gen_call', {From, Tag}, Req} as gen:call sends it, read by its bytes:
+ * the 15 bytes up to From, From a pid, Tag [alias|Ref] or any term; Req is
+ * the rest (the message is one walked term).  False: the general path. */
+static const uint8_t CALL_HEAD[15] = {104, 3, 119, 9, '$', 'g', 'e', 'n', '_', 'c', 'a', 'l', 'l',
+                                      104, 2};
+
+static bool call_fast(struct span msg, struct span *from, struct span *tag, struct span *req)
+{
+    struct cur c = cur_make(msg.p, msg.n);
+    struct span h, ref;
+    if (!cur_span(&c, sizeof CALL_HEAD, &h) || !eq_small(h.p, CALL_HEAD, sizeof CALL_HEAD) ||
+        !ext_is_pid(&c) || !ext_skip(&c, from))
+        return false;
+    const uint8_t *t0 = cur_ptr(&c);
+    if (!alias_tag_fast(&c, &ref) && !ext_skip(&c, NULL))
+        return false;
+    tag->p = t0;
+    tag->n = (size_t)(cur_ptr(&c) - t0);
+    req->p = cur_ptr(&c);
+    req->n = cur_left(&c);
+    return req->n > 0;
+}
+
 /* Write back the state a callback may have replaced, unless the process
  * ended meanwhile (its slot may hold another one by now). */
 static inline bool writeback(struct node *n, uint32_t id, uint32_t serial, const struct gen *g)
@@ -274,14 +322,18 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
     struct span stop = {0};
     enum gen_result r;
     struct cur c = cur_make(msg.p, msg.n);
-    uint32_t ar;
+    uint32_t ar = 0;
     struct span from, tag, req;
-    if (!ext_get_tuple(&c, &ar))
+    bool call = call_fast(msg, &from, &tag, &req);
+    if (!call && !ext_get_tuple(&c, &ar))
         goto info;
-    if (ar == 3 && ext_atom_eq(&c, "$gen_call")) {
+    if (!call && ar == 3 && ext_atom_eq(&c, "$gen_call")) {
         ext_skip(&c, NULL);
         if (!get_from(&c, &from, &tag) || !ext_skip(&c, &req))
             goto info;
+        call = true;
+    }
+    if (call) {
         size_t mark = reply_begin(n, tag);
         r = b->handle_call ? b->handle_call(&g, cur_make(req.p, req.n), &n->scratch, &stop)
                            : unknown_call(&n->scratch);

@@ -200,6 +200,12 @@ static inline __attribute__((always_inline)) bool eq_small(const uint8_t *a, con
     return memcmp(a, b, n) == 0;
 }
 
+/* A big-endian 32-bit number from bytes a checked getter handed out. */
+static inline uint32_t get_n32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 static inline void put_n16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
 static inline void put_n32(uint8_t *p, uint32_t v)
 {

@@ -573,7 +573,7 @@ static bool tpl_add(const struct ac *a, struct ac_tpl *tv, uint8_t *next, uint32
 static bool tpl_apply(const struct ac_tpl *t, const uint8_t *p, struct buf *o)
 {
     buf_reset(o);
-    if (!buf_reserve(o, t->outlen))
+    if (o->cap < t->outlen && !buf_reserve(o, t->outlen))
         return false;
     uint8_t *d = o->data;
     memcpy(d, t->out, t->outlen);

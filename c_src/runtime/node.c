@@ -42,8 +42,12 @@ static uint32_t resolve_local(struct node *n, struct span t, int *name_idx, bool
     struct cur c = cur_make(t.p, t.n);
     *name_idx = -1;
     *foreign = false;
-    struct span a;
-    if (ext_atom_utf8(&c, &a)) { /* the usual case: compare in place */
+    struct span a, h;
+    struct cur k = c;
+    uint8_t t0 = 0;
+    bool small = cur_peek_u8(&k, &t0) && t0 == ERL_SMALL_ATOM_UTF8_EXT && cur_span(&k, 2, &h) &&
+                 cur_span(&k, h.p[1], &a);
+    if (small || ext_atom_utf8(&c, &a)) { /* the usual case: compare in place */
         for (uint32_t i = 0; a.n < sizeof n->procs->names[i].name && i < n->procs->nnames; i++)
             if (eq_small((const uint8_t *)n->procs->names[i].name, a.p, a.n) &&
                 !n->procs->names[i].name[a.n]) {
@@ -73,12 +77,13 @@ static uint32_t resolve_local(struct node *n, struct span t, int *name_idx, bool
     return proc_get(n, &pid) ? pid.id : PROC_NONE;
 }
 
-static void handle_monitor(struct node *n, struct peer *p, const struct dist_msg *m)
+/* watcher: m->from, decoded by invalid_signal. */
+static void handle_monitor(struct node *n, struct peer *p, const struct dist_msg *m,
+                           const struct epid *watcher)
 {
-    struct epid watcher;
     struct eref ref;
-    struct cur fc = cur_make(m->from.p, m->from.n), rc = cur_make(m->ref.p, m->ref.n);
-    if (!node_get_pid(n, &fc, &watcher) || !node_get_ref(n, &rc, &ref))
+    struct cur rc = cur_make(m->ref.p, m->ref.n);
+    if (!node_get_ref(n, &rc, &ref))
         return;
     int name_idx;
     bool foreign;
@@ -95,7 +100,7 @@ static void handle_monitor(struct node *n, struct peer *p, const struct dist_msg
     if (!mo)
         return;
     mo->ref = ref;
-    mo->watcher = watcher;
+    mo->watcher = *watcher;
     proc_pid(n, id, &mo->target);
     mo->local_target = true;
     mo->peer = p;
@@ -171,7 +176,8 @@ static void handle_exit(struct node *n, struct peer *p, const struct dist_msg *m
  * node, one aimed at a process of a third node, and a monitor of a process
  * on a third node.  So every link and monitor belongs to the peer whose
  * connection it goes with, and a peer cannot make us dial other nodes. */
-static const char *invalid_signal(struct node *n, struct peer *p, const struct dist_msg *m)
+static const char *invalid_signal(struct node *n, struct peer *p, const struct dist_msg *m,
+                                  struct epid *from)
 {
     struct epid pid;
     struct cur c = cur_make(m->from.p, m->from.n);
@@ -183,7 +189,7 @@ static const char *invalid_signal(struct node *n, struct peer *p, const struct d
     case DK_EXIT2:
     case DK_MONITOR:
     case DK_DEMONITOR:
-        if (!node_get_pid(n, &c, &pid) || pid.node != p->idx)
+        if (!node_get_pid(n, &c, from) || from->node != p->idx)
             return "sender is not a process of the peer";
         break;
     default:
@@ -198,7 +204,8 @@ static const char *invalid_signal(struct node *n, struct peer *p, const struct d
 /* A decoded frame arrived from an authenticated peer (conn_ops.frame). */
 static void node_handle(struct node *n, struct peer *p, const struct dist_msg *m)
 {
-    const char *bad = invalid_signal(n, p, m);
+    struct epid from; /* the sender, for the kinds invalid_signal checks */
+    const char *bad = invalid_signal(n, p, m, &from);
     if (bad) {
         LOGW("connection to %s (%s): %s (control operation %d), disconnecting", p->name,
              p->conn ? p->conn->addr : "?", bad, m->op);
@@ -224,7 +231,7 @@ static void node_handle(struct node *n, struct peer *p, const struct dist_msg *m
             LOGD("message to an unregistered name dropped");
         break;
     }
-    case DK_MONITOR: handle_monitor(n, p, m); break;
+    case DK_MONITOR: handle_monitor(n, p, m, &from); break;
     case DK_DEMONITOR: handle_demonitor(n, p, m); break;
     case DK_MONITOR_EXIT: handle_monitor_exit(n, p, m); break;
     case DK_LINK: handle_link(n, p, m); break;

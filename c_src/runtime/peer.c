@@ -196,17 +196,22 @@ static bool intern(struct node *n, const char *name, uint32_t *idx)
 /* Fast path for the common case: the node atom is byte-identical to ours
  * or to the last peer's (BEAM sends SMALL_ATOM_UTF8_EXT, as we store them),
  * so no copy, no hash, no strcmp. */
-static bool match_node_atom(struct node *n, struct cur *t, uint32_t *idx)
+static inline __attribute__((always_inline)) bool match_node_atom(struct node *n, struct cur *t,
+                                                                   uint32_t *idx)
 {
     /* the peer's first: most pids and refs in its frames are its own */
-    const struct buf *cand[2] = {n->last_peer ? &n->last_peer->atom : NULL, &n->atom};
-    for (int i = 0; i < 2; i++) {
-        const struct buf *a = cand[i];
-        if (a && cur_left(t) >= a->len && eq_small(cur_ptr(t), a->data, a->len)) {
-            t->pos += a->len;
-            *idx = i == 1 ? 0 : n->last_peer->idx;
-            return true;
-        }
+    const uint8_t *q = cur_ptr(t);
+    size_t left = cur_left(t);
+    const struct peer *lp = n->last_peer;
+    if (lp && left >= lp->atom.len && eq_small(q, lp->atom.data, lp->atom.len)) {
+        t->pos += lp->atom.len;
+        *idx = lp->idx;
+        return true;
+    }
+    if (left >= n->atom.len && eq_small(q, n->atom.data, n->atom.len)) {
+        t->pos += n->atom.len;
+        *idx = 0;
+        return true;
     }
     return false;
 }
@@ -215,8 +220,12 @@ bool node_get_pid(struct node *n, struct cur *c, struct epid *p)
 {
     struct cur t = *c;
     uint8_t tag;
+    struct span f;
     if (cur_u8(&t, &tag) && tag == ERL_NEW_PID_EXT && match_node_atom(n, &t, &p->node) &&
-        cur_n32(&t, &p->id) && cur_n32(&t, &p->serial) && cur_n32(&t, &p->creation)) {
+        cur_span(&t, 12, &f)) {
+        p->id = get_n32(f.p);
+        p->serial = get_n32(f.p + 4);
+        p->creation = get_n32(f.p + 8);
         *c = t;
         return true;
     }
@@ -234,17 +243,15 @@ bool node_get_ref(struct node *n, struct cur *c, struct eref *r)
     struct cur t = *c;
     uint8_t tag;
     uint16_t len;
+    struct span f;
     if (cur_u8(&t, &tag) && tag == ERL_NEWER_REFERENCE_EXT && cur_n16(&t, &len) && len >= 1 &&
-        len <= 5 && match_node_atom(n, &t, &r->node) && cur_n32(&t, &r->creation)) {
-        bool ok = true;
-        memset(r->w, 0, sizeof r->w);
-        for (int i = 0; i < len && ok; i++)
-            ok = cur_n32(&t, &r->w[i]);
-        if (ok) {
-            r->len = (uint8_t)len;
-            *c = t;
-            return true;
-        }
+        len <= 5 && match_node_atom(n, &t, &r->node) && cur_span(&t, 4 + 4 * (size_t)len, &f)) {
+        r->creation = get_n32(f.p);
+        for (int i = 0; i < 5; i++)
+            r->w[i] = i < len ? get_n32(f.p + 4 + 4 * i) : 0;
+        r->len = (uint8_t)len;
+        *c = t;
+        return true;
     }
     struct ext_ref x;
     if (!ext_get_ref(c, &x) || !intern(n, x.node, &r->node))

@@ -569,17 +569,16 @@ static bool tpl_add(const struct ac *a, struct ac_tpl *tv, uint8_t *next, uint32
     return true;
 }
 
-/* t's output with p's varying bytes, into o (reset). */
+/* t's output with p's varying bytes, appended to o. */
 static bool tpl_apply(const struct ac_tpl *t, const uint8_t *p, struct buf *o)
 {
-    buf_reset(o);
-    if (o->cap < t->outlen && !buf_reserve(o, t->outlen))
+    if (o->cap - o->len < t->outlen && !buf_reserve(o, t->outlen))
         return false;
-    uint8_t *d = o->data;
+    uint8_t *d = o->data + o->len;
     memcpy(d, t->out, t->outlen);
     for (uint32_t i = 0; i < t->nrun; i++)
         copy_small(d + t->run[i].out, p + t->run[i].in, t->run[i].len);
-    o->len = t->outlen;
+    o->len += t->outlen;
     return true;
 }
 
@@ -594,6 +593,7 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
     a->tpl_cur = (int8_t)ti;
     if (ti >= 0) {
         const struct ac_tpl *t = &a->tpl[ti];
+        buf_reset(o);
         if (!tpl_apply(t, p, o)) {
             *why = "out of memory";
             return -1;
@@ -739,13 +739,15 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
     buf_reset(out);
     int ti = tpl_find(a, a->otpl, a->out_gen, p, n, 0, 0, SIZE_MAX);
     if (ti >= 0) {
-        if (!tpl_apply(&a->otpl[ti], p, &a->scratch) ||
-            !buf_put(out, a->otpl_hdr[ti], a->otpl_hdrlen[ti]))
+        /* header and terms in one piece: *hdr is the whole frame body */
+        struct buf *o = &a->scratch;
+        buf_reset(o);
+        if (!buf_put(o, a->otpl_hdr[ti], a->otpl_hdrlen[ti]) || !tpl_apply(&a->otpl[ti], p, o))
             return false;
-        hdr->p = buf_head(out);
-        hdr->n = buf_avail(out);
-        terms->p = buf_head(&a->scratch);
-        terms->n = buf_avail(&a->scratch);
+        hdr->p = buf_head(o);
+        hdr->n = buf_avail(o);
+        terms->p = hdr->p + hdr->n;
+        terms->n = 0;
         return true;
     }
     bool ok = false, any_new = false;

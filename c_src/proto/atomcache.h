@@ -151,7 +151,9 @@ int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_
 
 /* A pass-through body we built (p[0] = 'p', 131 control, 131 payload) ->
  * the header form: *hdr (131 68 ...) then *terms (no 131), both pointing
- * into a (valid until the next call), using and filling a->out: atoms
+ * into a (valid until the next call; the body is the two one after the
+ * other, and a template hit gives it whole in *hdr with *terms empty),
+ * using and filling a->out: atoms
  * become ATOM_CACHE_REFs (up to 255 per frame).  false on no memory or a
  * body that is not ours to rewrite (nothing in a->out then relies on it). */
 bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,

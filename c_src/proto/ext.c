@@ -322,12 +322,8 @@ bool ext_skip(struct cur *c, struct span *s)
         return true;                                                       \
     } while (0)
 
-bool ext_put_version(struct buf *b) { return buf_put_u8(b, 131); }
-
-bool ext_put_tuple(struct buf *b, uint32_t arity)
+bool ext_put_large_tuple(struct buf *b, uint32_t arity)
 {
-    if (arity < 256)
-        return buf_put_u8(b, ERL_SMALL_TUPLE_EXT) && buf_put_u8(b, (uint8_t)arity);
     return buf_put_u8(b, ERL_LARGE_TUPLE_EXT) && buf_put_n32(b, arity);
 }
 

@@ -54,8 +54,16 @@ static inline bool ext_atom_eq(const struct cur *c, const char *s)
 bool ext_atom_utf8(const struct cur *c, struct span *s);
 
 /* Writers (false only on allocation failure). */
-bool ext_put_version(struct buf *b);
-bool ext_put_tuple(struct buf *b, uint32_t arity);
+static inline bool ext_put_version(struct buf *b) { return buf_put_u8(b, 131); }
+bool ext_put_large_tuple(struct buf *b, uint32_t arity);
+static inline bool ext_put_tuple(struct buf *b, uint32_t arity)
+{
+    if (arity < 256) {
+        uint8_t h[2] = {104, (uint8_t)arity}; /* SMALL_TUPLE_EXT */
+        return buf_put(b, h, 2);
+    }
+    return ext_put_large_tuple(b, arity);
+}
 bool ext_put_atom(struct buf *b, const char *s, size_t n);
 static inline bool ext_put_atomz(struct buf *b, const char *s)
 {

@@ -29,10 +29,15 @@ void buf_init(struct buf *b);
 void buf_free(struct buf *b);
 /* Ensure room for n more bytes; false on allocation failure. */
 bool buf_reserve(struct buf *b, size_t n);
-/* Inline: every reply is built from these; buf_reserve only when full. */
+/* Room for n more bytes: the check inline, buf_reserve only when full. */
+static inline bool buf_room(struct buf *b, size_t n)
+{
+    return b->cap - b->len >= n || buf_reserve(b, n);
+}
+/* Inline: every reply is built from these. */
 static inline bool buf_put(struct buf *b, const void *p, size_t n)
 {
-    if (b->cap - b->len < n && !buf_reserve(b, n))
+    if (!buf_room(b, n))
         return false;
     if (n)
         memcpy(b->data + b->len, p, n);

@@ -572,7 +572,7 @@ static bool tpl_add(const struct ac *a, struct ac_tpl *tv, uint8_t *next, uint32
 /* t's output with p's varying bytes, appended to o. */
 static bool tpl_apply(const struct ac_tpl *t, const uint8_t *p, struct buf *o)
 {
-    if (o->cap - o->len < t->outlen && !buf_reserve(o, t->outlen))
+    if (!buf_room(o, t->outlen))
         return false;
     uint8_t *d = o->data + o->len;
     memcpy(d, t->out, t->outlen);

@@ -99,20 +99,32 @@ static const uint8_t tag_class[256] = {
     [ERL_INTEGER_EXT] = TC_INT, [ERL_SMALL_BIG_EXT] = TC_INT,
 };
 
+/* A field type letter of shapes[] as tag classes (TC_ANY: any term). */
+static uint8_t want_mask(char type)
+{
+    switch (type) {
+    case 'P': return TC_PID;
+    case 'A': return TC_ATOM;
+    case 'X': return TC_PID | TC_ATOM;
+    case 'R': return TC_REF;
+    case 'I': return TC_INT;
+    default: return TC_ANY;
+    }
+}
+
+/* A term whose first byte is t fits a field of these classes. */
+static bool tag_fits(uint8_t want, uint8_t t)
+{
+    return want == TC_ANY || (tag_class[t] & want);
+}
+
 static void compile_shape(const struct opshape *s)
 {
     struct fast_shape *f = &fast_shapes[s->op];
     f->nf = (uint8_t)strlen(s->types);
     f->usable = f->nf <= 4;
     for (uint8_t i = 0; i < f->nf && f->usable; i++) {
-        switch (s->types[i]) {
-        case 'P': f->want[i] = TC_PID; break;
-        case 'A': f->want[i] = TC_ATOM; break;
-        case 'X': f->want[i] = TC_PID | TC_ATOM; break;
-        case 'R': f->want[i] = TC_REF; break;
-        case 'I': f->want[i] = TC_INT; break;
-        default: f->want[i] = TC_ANY; break;
-        }
+        f->want[i] = want_mask(s->types[i]);
         switch (s->roles[i]) {
         case 'f': f->role[i] = offsetof(struct dist_msg, from); break;
         case 't': f->role[i] = offsetof(struct dist_msg, to); break;
@@ -167,22 +179,10 @@ static bool get_u64(struct cur *c, uint64_t *v)
 
 /* A control field's type, by its tag (every field is walked or skipped
  * whole as well). */
-static bool tag_ok(char want, uint8_t t)
-{
-    switch (want) {
-    case 'P': return tag_class[t] & TC_PID;
-    case 'A': return tag_class[t] & TC_ATOM;
-    case 'X': return tag_class[t] & (TC_PID | TC_ATOM);
-    case 'R': return tag_class[t] & TC_REF;
-    case 'I': return tag_class[t] & TC_INT;
-    default: return true;
-    }
-}
-
 static bool field_ok(char want, const struct cur *c)
 {
     uint8_t t;
-    return cur_peek_u8(c, &t) && tag_ok(want, t);
+    return cur_peek_u8(c, &t) && tag_fits(want_mask(want), t);
 }
 
 static void place(struct dist_msg *m, char role, struct span v)
@@ -209,7 +209,6 @@ static int decode_payload(struct cur *c, const struct opshape *s, const struct t
 static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
                                 struct dist_msg *m, const struct opshape **sp)
 {
-    /* lim NULL: the terms were walked already (dist_decode_walked) */
     struct cur t = *c;
     uint8_t ver, tag, ar, optag, op;
     if (!cur_u8(&t, &ver) || ver != 131 || !cur_u8(&t, &tag) || tag != ERL_SMALL_TUPLE_EXT ||
@@ -220,7 +219,7 @@ static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
     if (!s)
         return false;
     size_t nf = strlen(s->types);
-    if (ar != nf + 1 || (lim && (lim->max_depth < 1 || lim->max_terms < nf + 2)))
+    if (ar != nf + 1 || lim->max_depth < 1 || lim->max_terms < nf + 2)
         return false;
     for (size_t i = 0; i < nf; i++) {
         char want = s->types[i];
@@ -229,8 +228,7 @@ static bool decode_control_fast(struct cur *c, const struct term_limits *lim,
             ft == ERL_SMALL_TUPLE_EXT || ft == ERL_LARGE_TUPLE_EXT || ft == ERL_LIST_EXT ||
             ft == ERL_MAP_EXT || ft == ERL_NEW_FUN_EXT)
             return false; /* a container: depth and term counts are the walker's */
-        long k = lim ? term_walk(cur_ptr(&t), cur_left(&t), lim)
-                     : term_skip(cur_ptr(&t), cur_left(&t));
+        long k = term_walk(cur_ptr(&t), cur_left(&t), lim);
         struct span v;
         if (k < 0 || !cur_span(&t, (size_t)k, &v))
             return false;
@@ -262,7 +260,7 @@ static bool decode_control_marked(const uint8_t *p, size_t ctl_end,
     for (uint32_t i = 0; i < fs->nf; i++) {
         size_t at = f->at[i + 1], end = i + 1 < fs->nf ? f->at[i + 2] : ctl_end;
         /* a walked term: its first byte says its type */
-        if (at >= end || end > ctl_end || !(tag_class[p[at]] & fs->want[i]))
+        if (at >= end || end > ctl_end || !tag_fits(fs->want[i], p[at]))
             return false;
         if (fs->role[i] != NO_ROLE) {
             struct span *v = (struct span *)((char *)m + fs->role[i]);
@@ -299,7 +297,8 @@ static int decode(const uint8_t *p, size_t n, const struct term_limits *lim, siz
         cur_skip(&c, ctl_len);
         return decode_payload(&c, s, lim, m, why);
     }
-    if (decode_control_fast(&c, lim, m, &s))
+    /* walked: decode_control_marked covered every shape this one takes */
+    if (lim && decode_control_fast(&c, lim, m, &s))
         return decode_payload(&c, s, lim, m, why);
     memset(m, 0, sizeof *m);
     long cl = lim ? term_walk_versioned(cur_ptr(&c), cur_left(&c), lim)

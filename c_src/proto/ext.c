@@ -92,7 +92,7 @@ bool ext_atom_eqn(const struct cur *c, const char *s, size_t n)
     return sp.n == n && eq_small(sp.p, (const uint8_t *)s, n);
 }
 
-bool ext_atom_utf8(const struct cur *c, struct span *s)
+bool ext_atom_utf8_any(const struct cur *c, struct span *s)
 {
     struct cur t = *c;
     bool latin1;
@@ -327,16 +327,10 @@ bool ext_put_large_tuple(struct buf *b, uint32_t arity)
     return buf_put_u8(b, ERL_LARGE_TUPLE_EXT) && buf_put_n32(b, arity);
 }
 
-/* Room for n more bytes: the check inline, the growing not. */
-static inline bool room(struct buf *b, size_t n)
-{
-    return b->cap - b->len >= n || buf_reserve(b, n);
-}
-
 bool ext_put_atom(struct buf *b, const char *s, size_t n)
 {
     if (n < 256) {
-        if (!room(b, 2 + n))
+        if (!buf_room(b, 2 + n))
             return false;
         uint8_t *d = b->data + b->len;
         d[0] = ERL_SMALL_ATOM_UTF8_EXT;
@@ -379,7 +373,7 @@ bool ext_put_binary(struct buf *b, const void *p, size_t n)
 bool ext_put_pid(struct buf *b, struct span node_atom, uint32_t id, uint32_t serial,
                  uint32_t creation)
 {
-    if (!room(b, 1 + node_atom.n + 12))
+    if (!buf_room(b, 1 + node_atom.n + 12))
         return false;
     uint8_t *d = b->data + b->len;
     d[0] = ERL_NEW_PID_EXT;
@@ -396,7 +390,7 @@ bool ext_put_ref(struct buf *b, struct span node_atom, uint32_t creation, const 
                  uint8_t len)
 {
     size_t k = 3 + node_atom.n + 4 + 4u * len;
-    if (!room(b, k))
+    if (!buf_room(b, k))
         return false;
     uint8_t *d = b->data + b->len;
     d[0] = ERL_NEWER_REFERENCE_EXT;

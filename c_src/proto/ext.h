@@ -51,7 +51,17 @@ static inline bool ext_atom_eq(const struct cur *c, const char *s)
 /* The atom's UTF-8 text as a span into the term, when it needs no
  * conversion (a UTF-8 tag, or a Latin-1 tag with ASCII text); false if
  * not an atom or Latin-1 beyond ASCII. */
-bool ext_atom_utf8(const struct cur *c, struct span *s);
+bool ext_atom_utf8_any(const struct cur *c, struct span *s);
+static inline bool ext_atom_utf8(const struct cur *c, struct span *s)
+{
+    struct cur t = *c;
+    struct span h;
+    uint8_t tag;
+    /* SMALL_ATOM_UTF8_EXT (119), what every peer sends, inline */
+    if (cur_peek_u8(&t, &tag) && tag == 119 && cur_span(&t, 2, &h))
+        return cur_span(&t, h.p[1], s);
+    return ext_atom_utf8_any(c, s);
+}
 
 /* Writers (false only on allocation failure). */
 static inline bool ext_put_version(struct buf *b) { return buf_put_u8(b, 131); }

@@ -245,7 +245,7 @@ static WALK_HOT int expand_run(struct walker *w, size_t to, size_t more)
     size_t k = to - x->flushed; /* k <= the input's length, more <= 1023 */
     if (k + more > x->max - buf_avail(out))
         return TERM_E_BIG;
-    if (out->cap - out->len < k + more && !buf_reserve(out, k + more))
+    if (!buf_room(out, k + more))
         return TERM_E_NOMEM;
     copy_small(out->data + out->len, w->c.p + x->flushed, k);
     out->len += k;

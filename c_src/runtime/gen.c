@@ -44,6 +44,13 @@ static size_t reply_begin(struct node *n, struct span tag)
  * or [[alias|Ref]|_] (both shapes gen:reply sends to the alias; OTP
  * lib/stdlib/src/gen.erl, identical in 25, 27 and 29).  False for any other
  * tag (a plain Ref from an older or hand-made caller). */
+static bool is_ref_at(const struct cur *c)
+{
+    uint8_t t;
+    return cur_peek_u8(c, &t) &&
+           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
+}
+
 static bool alias_pair(struct cur *c, struct span *ref)
 {
     uint32_t len;
@@ -52,20 +59,12 @@ static bool alias_pair(struct cur *c, struct span *ref)
         return false;
     /* the message was walked whole: a reference tag is a whole reference */
     struct cur r = cur_make(ref->p, ref->n);
-    uint8_t t;
-    return cur_peek_u8(&r, &t) &&
-           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
+    return is_ref_at(&r);
 }
 
 /* [alias|Ref] as gen:call encodes it: LIST_EXT of one, 'alias', the tail. */
 static const uint8_t ALIAS_HEAD[12] = {108, 0, 0, 0, 1, 119, 5, 'a', 'l', 'i', 'a', 's'};
 
-static bool is_ref_at(const struct cur *c)
-{
-    uint8_t t;
-    return cur_peek_u8(c, &t) &&
-           (t == ERL_NEWER_REFERENCE_EXT || t == ERL_NEW_REFERENCE_EXT || t == ERL_REFERENCE_EXT);
-}
 
 /* The usual tag, by its bytes: *ref is its Ref.  c moves past it. */
 static bool alias_tag_fast(struct cur *c, struct span *ref)

@@ -42,12 +42,8 @@ static uint32_t resolve_local(struct node *n, struct span t, int *name_idx, bool
     struct cur c = cur_make(t.p, t.n);
     *name_idx = -1;
     *foreign = false;
-    struct span a, h;
-    struct cur k = c;
-    uint8_t t0 = 0;
-    bool small = cur_peek_u8(&k, &t0) && t0 == ERL_SMALL_ATOM_UTF8_EXT && cur_span(&k, 2, &h) &&
-                 cur_span(&k, h.p[1], &a);
-    if (small || ext_atom_utf8(&c, &a)) { /* the usual case: compare in place */
+    struct span a;
+    if (ext_atom_utf8(&c, &a)) { /* the usual case: compare in place */
         for (uint32_t i = 0; a.n < sizeof n->procs->names[i].name && i < n->procs->nnames; i++)
             if (eq_small((const uint8_t *)n->procs->names[i].name, a.p, a.n) &&
                 !n->procs->names[i].name[a.n]) {

@@ -94,13 +94,15 @@ run(C) ->
 run_lookups(C) ->
     Names = start_servers(C),
     scenario(lookups),
-    Ks = case os:getenv("KV_BENCH_CALLERS") of
-             false -> maps:get(callers, C);
-             L -> [list_to_integer(X) || X <- string:lexemes(L, ",")]
-         end,
-    [lookups(K, Names, C) || K <- Ks],
+    [lookups(K, Names, C) || K <- env_callers(C)],
     scenario(done),
     ok.
+
+env_callers(C) ->
+    case os:getenv("KV_BENCH_CALLERS") of
+        false -> maps:get(callers, C);
+        L -> [list_to_integer(X) || X <- string:lexemes(L, ",")]
+    end.
 
 %% Every server, each with the lookup names created; returns the names.
 start_servers(C) ->
@@ -915,7 +917,7 @@ rows(C) ->
           || {K, N} <- [{calls_s, "calls/s"}, {p50, "p50 us"}, {p99, "p99 us"},
                         {cpu_us, "server CPU us/call"}, {usr_us, " of which user"},
                         {sys_us, " of which system"}]],
-    lists:append([L(K) || K <- [1, 16, 64]]) ++ F3 ++ B(100, "100 B") ++ B(102400, "100 KB") ++
+    lists:append([L(K) || K <- lists:usort([1, 16, 64 | env_callers(C)])]) ++ F3 ++ B(100, "100 B") ++ B(102400, "100 KB") ++
         [#row{name = io_lib:format("creates/s (~s casts + lookup)", [thousands(NC)]), key = creates_s,
               better = high, floor = false},
          #row{name = "creates: server CPU us/create", key = creates_cpu_us, better = low, floor = false},

@@ -56,6 +56,7 @@ int main(int argc, char **argv)
         return 1;
     }
     loop_set_busy_wait(l, cfg.busy_wait_us);
+    loop_set_coalesce(l, cfg.coalesce_us);
     static struct node n;
     r = node_start(&n, &cfg.node, l);
     struct app_opts ao = {cfg.registry, cfg.counter[0] ? cfg.counter : NULL};

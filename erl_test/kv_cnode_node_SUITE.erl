@@ -323,7 +323,8 @@ bad_option(_Config) ->
     Bad = [["--bogus"], ["--net-ticktime", "abc"], ["--log-level", "loud"],
            ["--port", "70000"], ["--sname"], ["--cookie"],
            ["--max-connections", "-3"], ["--sname", "a", "extra"],
-           ["--busy-wait-us", "1e3"], ["--busy-wait-us", "100001"]],
+           ["--busy-wait-us", "1e3"], ["--busy-wait-us", "100001"],
+           ["--coalesce-us", "fast"], ["--coalesce-us", "10001"]],
     lists:foreach(
       fun(Args) ->
               {2, Err} = run_bin(Args, stderr),

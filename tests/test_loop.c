@@ -1,7 +1,8 @@
 /* test_loop.c - the event loop (c_src/base/loop.c): fd callbacks, timers,
  * the before-sleep hook, and the busy wait: an event that arrives while the
  * loop spins is delivered at once, a timer due during the spin ends it,
- * and an idle loop (a timer only) does not spin at all. */
+ * and an idle loop (a timer only) does not spin at all; coalescing that
+ * was never chosen (no work reported) delays nothing. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -147,12 +148,40 @@ static void test_idle_does_not_spin(void **state)
     loop_free(l);
 }
 
+/* Coalescing enabled but no work reported: the controller never turns
+ * it on, and an event is handled when it arrives (not a sleep later);
+ * an idle loop with a timer still sleeps in epoll, not in short naps. */
+static void test_coalesce_without_work(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct loop *l = loop_new();
+    loop_set_coalesce(l, 200000); /* 200 ms naps, were it on */
+    struct ctx c = {.rfd = p[0], .stop_at = 2};
+    assert_int_equal(loop_add_fd(l, p[0], LOOP_READ, on_read, &c), 0);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    struct writer w = {p[1], 5000};
+    pthread_t t;
+    uint64_t t0 = now_us();
+    assert_int_equal(pthread_create(&t, NULL, write_later, &w), 0);
+    assert_int_equal(loop_run(l), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(c.reads, 2);
+    assert_false(loop_coalescing(l));
+    assert_true(c.t_event - t0 < 150000); /* not after a 200 ms nap */
+    loop_free(l);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_during_spin),
         cmocka_unit_test(test_timer_ends_spin),
         cmocka_unit_test(test_idle_does_not_spin),
+        cmocka_unit_test(test_coalesce_without_work),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* loop.c - epoll readiness, a binary min-heap of timers, a before-sleep
- * hook and a bounded busy wait before sleeping (see loop.h).
- * Single-threaded. */
+ * hook, a bounded busy wait before sleeping, and coalescing under load
+ * (its policy in coal.c; see loop.h).  Single-threaded. */
 #include "base/loop.h"
+
+#include "base/coal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,6 +46,9 @@ struct loop {
     void *hook_data;
     uint64_t busy_ns; /* loop_set_busy_wait; 0 = off */
     bool active;      /* the last wait returned fd events */
+    uint64_t coal_ns; /* loop_set_coalesce; 0 = off */
+    uint64_t work;    /* loop_work units this turn */
+    struct coal coal;
 };
 
 static uint64_t clock_ns(void)
@@ -71,6 +76,7 @@ struct loop *loop_new(void)
         return NULL;
     }
     l->now = loop_clock_ms();
+    coal_init(&l->coal, l->now);
     return l;
 }
 
@@ -244,6 +250,12 @@ void loop_set_before_sleep(struct loop *l, loop_hook_cb *cb, void *data)
 
 void loop_set_busy_wait(struct loop *l, uint32_t us) { l->busy_ns = (uint64_t)us * 1000; }
 
+void loop_set_coalesce(struct loop *l, uint32_t us) { l->coal_ns = (uint64_t)us * 1000; }
+
+void loop_work(struct loop *l, uint32_t units) { l->work += units; }
+
+bool loop_coalescing(struct loop *l) { return l->coal_ns && l->coal.on; }
+
 void loop_stop(struct loop *l) { l->stop = true; }
 
 uint64_t loop_now(struct loop *l) { return l->now; }
@@ -274,7 +286,27 @@ int loop_run(struct loop *l)
             timeout = WHEN(0) <= now ? 0 : (int)(WHEN(0) - now);
         }
         int n = 0;
-        if (l->busy_ns && l->active && timeout != 0) {
+        bool coal = false;
+        if (l->coal_ns) {
+            uint64_t cpu = 0; /* a syscall: read at epoch edges only */
+            if (coal_wants_cpu(&l->coal, l->now, l->work)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+                cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+            }
+            coal = coal_turn(&l->coal, l->now, l->work, cpu);
+        }
+        l->work = 0;
+        if (coal && l->active && timeout != 0) {
+            /* Coalescing (coal.h): sleep, not epoll_wait, so that a peer
+             * writing meanwhile wakes nobody; then take all that came. */
+            uint64_t ns = l->coal_ns;
+            if (timeout > 0 && (uint64_t)timeout * 1000000u < ns)
+                ns = (uint64_t)timeout * 1000000u;
+            struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+            nanosleep(&ts, NULL);
+            n = epoll_wait(l->ep, evs, 256, 0);
+        } else if (l->busy_ns && l->active && timeout != 0) {
             /* Busy: poll without sleeping for a while first, as the BEAM's
              * schedulers do (+sbwt).  A peer that writes to a sleeping
              * process pays for waking it inside its own write; calls come

@@ -784,6 +784,7 @@ static void process_frames(struct conn *c)
     /* Over the output cap: handle no more of its input this turn (it is
      * closed at the end of the turn), so small requests for big replies
      * cannot pile up more than one reply past the cap. */
+    uint32_t frames = 0; /* the loop's work units (loop_work, coalescing) */
     while (c->state == CS_UP && !c->over_cap && buf_avail(&c->in) > 0) {
         struct span body;
         long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), h->max_message_bytes, &body);
@@ -814,7 +815,9 @@ static void process_frames(struct conn *c)
         if (c->state == CS_CLOSED)
             return;
         buf_consume(&c->in, (size_t)k);
+        frames++;
     }
+    loop_work(h->loop, frames);
     /* A big frame may have grown the buffer; give the memory back. */
     if (buf_avail(&c->in) == 0 && c->in.cap > 4 * READ_CHUNK)
         buf_shrink(&c->in, 0);

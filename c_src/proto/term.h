@@ -110,8 +110,10 @@ bool term_is_canon(const uint8_t *p, size_t n);
 
 /* Keyed 64-bit hash of a byte string (hash of canonical bytes for keys). */
 uint64_t term_hash(const uint8_t *p, size_t n, uint64_t seed);
-/* The SipHash-2-4 under term_hash, with its full 128-bit key (k0, k1 as in
- * the reference code: key bytes read little-endian); exposed for tests. */
+/* SipHash with its full 128-bit key (k0, k1 as in the reference code: key
+ * bytes read little-endian); 1-3 is the one under term_hash, 2-4 the
+ * reference's; exposed for tests. */
 uint64_t term_siphash24(const uint8_t *p, size_t n, uint64_t k0, uint64_t k1);
+uint64_t term_siphash13(const uint8_t *p, size_t n, uint64_t k0, uint64_t k1);
 
 #endif

@@ -143,17 +143,24 @@ static uint64_t caller_flags(struct node *n, struct span from)
 /* {Tag, Reply} to the caller: to its alias when it has one, as gen:reply
  * does (a reply after the caller's timeout is then dropped by its node),
  * else to From's pid. */
-static void reply_send(struct node *n, uint32_t id, struct span from, struct span tag)
+static void reply_send_known(struct node *n, uint32_t id, struct span from, struct span tag,
+                             struct span known)
 {
     struct span msg = {n->scratch.data, n->scratch.len};
-    struct span alias;
+    struct span alias = known;
     struct epid self, to;
-    if (gen_reply_by_alias(caller_pid_flags(n, from, &to), tag, &alias)) {
+    uint64_t flags = caller_pid_flags(n, from, &to);
+    if (known.n ? (flags & DFLAG_ALIAS) != 0 : gen_reply_by_alias(flags, tag, &alias)) {
         proc_pid(n, id, &self);
         node_send_alias(n, &to, &self, alias, msg);
     } else {
         node_send_raw(n, from, msg);
     }
+}
+
+static void reply_send(struct node *n, uint32_t id, struct span from, struct span tag)
+{
+    reply_send_known(n, id, from, tag, (struct span){0});
 }
 
 /* sys messages, answered as sys.erl's handle_system_msg would. */
@@ -273,16 +280,22 @@ static bool get_from(struct cur *c, struct span *from, struct span *tag)
 static const uint8_t CALL_HEAD[15] = {104, 3, 119, 9, '$', 'g', 'e', 'n', '_', 'c', 'a', 'l', 'l',
                                       104, 2};
 
-static bool call_fast(struct span msg, struct span *from, struct span *tag, struct span *req)
+/* *alias: the Ref of an [alias|Ref] tag (found here, so the reply need
+ * not look again), else empty. */
+static bool call_fast(struct span msg, struct span *from, struct span *tag, struct span *req,
+                      struct span *alias)
 {
     struct cur c = cur_make(msg.p, msg.n);
-    struct span h, ref;
+    struct span h;
     if (!cur_span(&c, sizeof CALL_HEAD, &h) || !eq_small(h.p, CALL_HEAD, sizeof CALL_HEAD) ||
         !ext_is_pid(&c) || !ext_skip(&c, from))
         return false;
     const uint8_t *t0 = cur_ptr(&c);
-    if (!alias_tag_fast(&c, &ref) && !ext_skip(&c, NULL))
-        return false;
+    if (!alias_tag_fast(&c, alias)) {
+        *alias = (struct span){0};
+        if (!ext_skip(&c, NULL))
+            return false;
+    }
     tag->p = t0;
     tag->n = (size_t)(cur_ptr(&c) - t0);
     req->p = cur_ptr(&c);
@@ -322,8 +335,8 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
     enum gen_result r;
     struct cur c = cur_make(msg.p, msg.n);
     uint32_t ar = 0;
-    struct span from, tag, req;
-    bool call = call_fast(msg, &from, &tag, &req);
+    struct span from, tag, req, alias = {0};
+    bool call = call_fast(msg, &from, &tag, &req, &alias);
     if (!call && !ext_get_tuple(&c, &ar))
         goto info;
     if (!call && ar == 3 && ext_atom_eq(&c, "$gen_call")) {
@@ -340,7 +353,7 @@ void gen_deliver(struct node *n, uint32_t id, struct span msg)
         if ((g.state != state && !writeback(n, id, serial, &g)) || r == GEN_NOREPLY ||
             n->scratch.len == mark)
             return;
-        reply_send(n, id, from, tag);
+        reply_send_known(n, id, from, tag, alias);
         if (r == GEN_STOP)
             proc_exit(n, id, stop);
         return;

@@ -154,8 +154,11 @@ start_cnode(Label, C, Extra) ->
 %% Ping: false for a TLS node, which this (TCP) node cannot reach.
 start_cnode(Label, C, Extra, Ping) ->
     SName = unique("kvc"),
+    %% KV_BENCH_CNODE_ARGS: options for every kv_cnode of the run, for
+    %% trying a setting (e.g. "--coalesce-us 20")
     Args = ["--sname", SName, "--cookie", maps:get(cookie, C), "--exit-on-stdin-eof",
-            "--log-level", "warning" | Extra],
+            "--log-level", "warning" | string:lexemes(os:getenv("KV_BENCH_CNODE_ARGS", ""), " ")
+            ++ Extra],
     case start_port(maps:get(bin, C), Args, 30000) of
         {ok, Owner, OsPid} ->
             Node = list_to_atom(SName ++ "@" ++ host()),

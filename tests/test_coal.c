@@ -1,9 +1,11 @@
 /* test_coal.c - the coalescing controller (c_src/base/coal.c), driven with
  * made-up clocks: a simulated load does a set amount of work and CPU per
- * millisecond in each mode, and the controller must keep the mode that
- * serves more (or the same for clearly less CPU), prefer off on a tie,
- * stay off when idle, measure at once when load starts after idleness,
- * and follow a load that changes. */
+ * millisecond for each sleep (off, or one of the levels), and the
+ * controller must keep the mode that serves more (or about the same for
+ * clearly less CPU), find the best sleep, prefer off on a tie, stay off
+ * when idle, judge a plainly slower on quickly and measure it ever more
+ * rarely, measure at once when load starts after idleness, and follow a
+ * load that changes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,34 +15,49 @@
 
 #include "base/coal.h"
 
-/* Per millisecond of the simulated load, in each mode. */
+#define MAX_US 400 /* levels: 25, 50, 100, 200, 400 µs */
+
+/* Per millisecond of the simulated load: [0] off, [1 + level] on. */
 struct load {
-    uint64_t work_off, work_on;
-    uint64_t cpu_off, cpu_on; /* ns */
+    uint64_t work[1 + COAL_LEVELS];
+    uint64_t cpu[1 + COAL_LEVELS]; /* ns */
 };
 
 struct sim {
     struct coal c;
     uint64_t now, cpu;
     unsigned cpu_reads;
-    uint64_t ms_on; /* milliseconds spent coalescing */
+    uint64_t ms_on;        /* milliseconds spent coalescing */
+    uint64_t ms_at[1 + COAL_LEVELS];
 };
 
 static void sim_init(struct sim *s)
 {
     *s = (struct sim){.now = 1000};
-    coal_init(&s->c, s->now);
+    coal_init(&s->c, s->now, MAX_US);
+}
+
+static int mode_of(const struct coal *c)
+{
+    if (!c->sleep_us)
+        return 0;
+    for (int i = 0; i < COAL_LEVELS; i++)
+        if (coal_level_us(c, (unsigned)i) == c->sleep_us)
+            return 1 + i;
+    fail_msg("sleep %u is no level", c->sleep_us);
+    return -1;
 }
 
 /* ms turns of 1 ms each under load l (NULL: idle). */
 static void run(struct sim *s, const struct load *l, uint64_t ms)
 {
     for (uint64_t i = 0; i < ms; i++) {
-        bool on = s->c.on;
-        uint64_t work = l ? (on ? l->work_on : l->work_off) : 0;
-        s->cpu += l ? (on ? l->cpu_on : l->cpu_off) : 0;
+        int m = mode_of(&s->c);
+        uint64_t work = l ? l->work[m] : 0;
+        s->cpu += l ? l->cpu[m] : 0;
         s->now++;
-        s->ms_on += on;
+        s->ms_on += m != 0;
+        s->ms_at[m]++;
         uint64_t cpu = 0;
         if (coal_wants_cpu(&s->c, s->now, work)) {
             cpu = s->cpu;
@@ -50,25 +67,31 @@ static void run(struct sim *s, const struct load *l, uint64_t ms)
     }
 }
 
-/* Many callers: coalescing serves 40% more. */
-static const struct load many = {100, 140, 900000, 300000};
-/* One caller: coalescing halves the rate. */
-static const struct load one = {100, 50, 900000, 500000};
+/* Many callers: coalescing serves more, best at 200 µs (level 3). */
+static const struct load many = {{100, 110, 120, 135, 150, 130},
+                                 {900000, 400000, 300000, 250000, 200000, 180000}};
+/* One caller: coalescing halves the rate or worse. */
+static const struct load one = {{100, 60, 50, 40, 30, 20},
+                                {900000, 700000, 600000, 500000, 400000, 300000}};
 /* A bound elsewhere: the same rate; coalescing needs a third of the CPU. */
-static const struct load bound = {100, 100, 900000, 300000};
-/* The same rate and the same CPU: nothing to gain. */
-static const struct load same = {100, 100, 500000, 480000};
+static const struct load bound = {{100, 100, 100, 100, 100, 100},
+                                  {900000, 300000, 300000, 300000, 300000, 300000}};
+/* The same rate and about the same CPU: nothing to gain. */
+static const struct load same = {{100, 100, 100, 100, 100, 100},
+                                 {500000, 480000, 480000, 480000, 480000, 480000}};
 
-static void test_many_callers_coalesce(void **state)
+static void test_many_callers_coalesce_at_best_sleep(void **state)
 {
     (void)state;
     struct sim s;
     sim_init(&s);
-    run(&s, &many, 2 * COAL_PERIOD_MS);
+    run(&s, &many, 6 * COAL_PERIOD_MS);
     assert_true(s.c.chosen);
-    assert_true(s.c.on);
-    /* after the first measurement it stays on but for the off epochs */
-    assert_true(s.ms_on > 2 * COAL_PERIOD_MS - COAL_PERIOD_MS - 3 * COAL_EPOCH_MS);
+    assert_int_equal(s.c.level, 3);
+    assert_int_equal(s.c.sleep_us, 200);
+    /* mostly on, mostly at the best sleep */
+    assert_true(s.ms_on > 6 * COAL_PERIOD_MS - COAL_PERIOD_MS - 6 * 3 * COAL_ROUNDS * COAL_SLICE_MS);
+    assert_true(s.ms_at[1 + 3] > 3 * COAL_PERIOD_MS);
 }
 
 static void test_one_caller_stays_off(void **state)
@@ -76,11 +99,14 @@ static void test_one_caller_stays_off(void **state)
     (void)state;
     struct sim s;
     sim_init(&s);
-    run(&s, &one, 5 * COAL_PERIOD_MS);
+    run(&s, &one, 30 * COAL_PERIOD_MS);
     assert_false(s.c.chosen);
-    /* on only during the on epochs: one per period */
-    assert_true(s.ms_on <= 6 * (COAL_EPOCH_MS + 1));
-    assert_true(s.ms_on >= 4 * COAL_EPOCH_MS);
+    assert_int_equal(s.c.sleep_us, 0);
+    /* judged after one round each time, and measured ever more rarely:
+     * well under 1% of the time on */
+    assert_true(s.ms_on > 0);
+    assert_true(s.ms_on * 100 < 30 * COAL_PERIOD_MS);
+    assert_int_equal(s.c.backoff, COAL_BACKOFF_MAX);
 }
 
 static void test_same_work_less_cpu_coalesces(void **state)
@@ -88,7 +114,7 @@ static void test_same_work_less_cpu_coalesces(void **state)
     (void)state;
     struct sim s;
     sim_init(&s);
-    run(&s, &bound, 2 * COAL_PERIOD_MS);
+    run(&s, &bound, 3 * COAL_PERIOD_MS);
     assert_true(s.c.chosen);
 }
 
@@ -97,8 +123,9 @@ static void test_tie_prefers_off(void **state)
     (void)state;
     struct sim s;
     sim_init(&s);
-    run(&s, &same, 3 * COAL_PERIOD_MS);
+    run(&s, &same, 4 * COAL_PERIOD_MS);
     assert_false(s.c.chosen);
+    assert_int_equal(s.c.sleep_us, 0);
 }
 
 /* Idle: never coalesces, and reads the CPU clock only at period edges. */
@@ -109,9 +136,10 @@ static void test_idle(void **state)
     sim_init(&s);
     run(&s, NULL, 10 * COAL_PERIOD_MS);
     assert_false(s.c.chosen);
-    assert_true(s.cpu_reads <= 10 * 3 + 3);
-    /* too little work in the on epoch to judge: off */
-    static const struct load trickle = {1, 1, 1000, 10};
+    assert_int_equal(s.ms_on, 0);
+    assert_int_equal(s.cpu_reads, 0);
+    /* too little work to judge: off */
+    static const struct load trickle = {{1, 1, 1, 1, 1, 1}, {1000, 10, 10, 10, 10, 10}};
     run(&s, &trickle, 3 * COAL_PERIOD_MS);
     assert_false(s.c.chosen);
 }
@@ -123,56 +151,85 @@ static void test_new_load_measured_at_once(void **state)
     struct sim s;
     sim_init(&s);
     run(&s, NULL, 3 * COAL_PERIOD_MS + 500);
-    run(&s, &many, 2 * COAL_EPOCH_MS + 2);
+    run(&s, &many, 3 * COAL_ROUNDS * COAL_SLICE_MS + 2);
     assert_true(s.c.chosen);
-    assert_true(s.c.on);
+    assert_true(s.c.sleep_us > 0);
 }
 
-/* A load that changes is followed within a period and two epochs. */
+/* A load that changes is followed within a few periods, either way. */
 static void test_follows_change(void **state)
 {
     (void)state;
     struct sim s;
     sim_init(&s);
-    run(&s, &many, 2 * COAL_PERIOD_MS);
+    run(&s, &many, 3 * COAL_PERIOD_MS);
     assert_true(s.c.chosen);
-    run(&s, &one, COAL_PERIOD_MS + 2 * COAL_EPOCH_MS + 2);
+    run(&s, &one, COAL_PERIOD_MS + 3 * COAL_ROUNDS * COAL_SLICE_MS + 2);
     assert_false(s.c.chosen);
-    assert_false(s.c.on);
-    run(&s, &many, COAL_PERIOD_MS + 2 * COAL_EPOCH_MS + 2);
+    assert_int_equal(s.c.sleep_us, 0);
+    /* off won clearly once (backoff 2): back on within two periods */
+    run(&s, &many, 2 * COAL_PERIOD_MS + 3 * COAL_ROUNDS * COAL_SLICE_MS + 2);
     assert_true(s.c.chosen);
 }
 
-/* Epochs that overrun (long turns) are compared as rates: an off epoch
- * twice as long with twice the work is no better than an on epoch. */
+/* Slices that overrun (long turns) are compared as rates, not totals. */
 static void test_rates_not_totals(void **state)
 {
     (void)state;
     struct coal c;
-    coal_init(&c, 0);
-    uint64_t t = COAL_PERIOD_MS;
-    coal_turn(&c, t, 0, 0); /* steady ends: off epoch */
-    assert_int_equal(c.phase, COAL_TRY_OFF);
-    coal_turn(&c, t + 2 * COAL_EPOCH_MS, 2000, 2000000000); /* off: 2000 units, 40 ms, 2 s CPU */
-    assert_int_equal(c.phase, COAL_TRY_ON);
-    assert_true(c.on);
-    /* on: 1000 units in 20 ms (the same rate) for a quarter of the CPU per unit */
-    coal_turn(&c, t + 3 * COAL_EPOCH_MS, 1000, 2000000000ull + 250000000ull);
+    coal_init(&c, 0, MAX_US);
+    uint64_t t = COAL_PERIOD_MS, cpu = 0;
+    coal_turn(&c, t, 1, cpu); /* the period is over: a turn with work starts measuring */
+    assert_int_equal(c.phase, COAL_MEASURE);
+    for (int r = 0; r < COAL_ROUNDS; r++) {
+        /* off: 100 units in a 10 ms (overrun) slice, 1 ms CPU */
+        t += 2 * COAL_SLICE_MS;
+        cpu += 1000000;
+        coal_turn(&c, t, 100, cpu);
+        /* on and next: 50 units in 5 ms (the same rate), 0.25 ms CPU */
+        for (int k = 0; k < 2; k++) {
+            t += COAL_SLICE_MS;
+            cpu += 250000;
+            coal_turn(&c, t, 50, cpu);
+        }
+    }
     assert_int_equal(c.phase, COAL_STEADY);
     assert_true(c.chosen);
-    /* the same again, but on did 900 units: 90% of off's rate loses */
-    coal_init(&c, 0);
-    coal_turn(&c, t, 0, 0);
-    coal_turn(&c, t + 2 * COAL_EPOCH_MS, 2000, 2000000000);
-    coal_turn(&c, t + 3 * COAL_EPOCH_MS, 900, 2000000000ull + 100000000ull);
+    /* the same, but on did 40 units a slice: 80% of off's rate loses */
+    coal_init(&c, 0, MAX_US);
+    t = COAL_PERIOD_MS;
+    coal_turn(&c, t, 1, cpu);
+    for (int r = 0; r < COAL_ROUNDS && c.phase == COAL_MEASURE; r++) {
+        t += 2 * COAL_SLICE_MS;
+        cpu += 1000000;
+        coal_turn(&c, t, 100, cpu);
+        for (int k = 0; k < 2; k++) {
+            t += COAL_SLICE_MS;
+            cpu += 200000;
+            coal_turn(&c, t, 40, cpu);
+        }
+    }
+    assert_int_equal(c.phase, COAL_STEADY);
     assert_false(c.chosen);
-    assert_false(c.on);
+    assert_int_equal(c.sleep_us, 0);
+}
+
+/* Off (--coalesce-us 0): never a sleep, never the CPU clock. */
+static void test_off(void **state)
+{
+    (void)state;
+    struct coal c;
+    coal_init(&c, 0, 0);
+    for (uint64_t t = 1; t < 5000; t++) {
+        assert_false(coal_wants_cpu(&c, t, 100));
+        assert_int_equal(coal_turn(&c, t, 100, 0), 0);
+    }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_many_callers_coalesce),
+        cmocka_unit_test(test_many_callers_coalesce_at_best_sleep),
         cmocka_unit_test(test_one_caller_stays_off),
         cmocka_unit_test(test_same_work_less_cpu_coalesces),
         cmocka_unit_test(test_tie_prefers_off),
@@ -180,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_new_load_measured_at_once),
         cmocka_unit_test(test_follows_change),
         cmocka_unit_test(test_rates_not_totals),
+        cmocka_unit_test(test_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,7 +46,6 @@ struct loop {
     void *hook_data;
     uint64_t busy_ns; /* loop_set_busy_wait; 0 = off */
     bool active;      /* the last wait returned fd events */
-    uint64_t coal_ns; /* loop_set_coalesce; 0 = off */
     uint64_t work;    /* loop_work units this turn */
     struct coal coal;
 };
@@ -76,7 +75,7 @@ struct loop *loop_new(void)
         return NULL;
     }
     l->now = loop_clock_ms();
-    coal_init(&l->coal, l->now);
+    coal_init(&l->coal, l->now, 0);
     return l;
 }
 
@@ -250,11 +249,11 @@ void loop_set_before_sleep(struct loop *l, loop_hook_cb *cb, void *data)
 
 void loop_set_busy_wait(struct loop *l, uint32_t us) { l->busy_ns = (uint64_t)us * 1000; }
 
-void loop_set_coalesce(struct loop *l, uint32_t us) { l->coal_ns = (uint64_t)us * 1000; }
+void loop_set_coalesce(struct loop *l, uint32_t us) { coal_init(&l->coal, l->now, us); }
 
 void loop_work(struct loop *l, uint32_t units) { l->work += units; }
 
-bool loop_coalescing(struct loop *l) { return l->coal_ns && l->coal.on; }
+uint32_t loop_coalescing(struct loop *l) { return l->coal.sleep_us; }
 
 void loop_stop(struct loop *l) { l->stop = true; }
 
@@ -286,21 +285,18 @@ int loop_run(struct loop *l)
             timeout = WHEN(0) <= now ? 0 : (int)(WHEN(0) - now);
         }
         int n = 0;
-        bool coal = false;
-        if (l->coal_ns) {
-            uint64_t cpu = 0; /* a syscall: read at epoch edges only */
-            if (coal_wants_cpu(&l->coal, l->now, l->work)) {
-                struct timespec ts;
-                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-                cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-            }
-            coal = coal_turn(&l->coal, l->now, l->work, cpu);
+        uint64_t cpu = 0; /* a syscall: read at epoch edges only */
+        if (coal_wants_cpu(&l->coal, l->now, l->work)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+            cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
         }
+        uint32_t coal_us = coal_turn(&l->coal, l->now, l->work, cpu);
         l->work = 0;
-        if (coal && l->active && timeout != 0) {
+        if (coal_us && l->active && timeout != 0) {
             /* Coalescing (coal.h): sleep, not epoll_wait, so that a peer
              * writing meanwhile wakes nobody; then take all that came. */
-            uint64_t ns = l->coal_ns;
+            uint64_t ns = (uint64_t)coal_us * 1000;
             if (timeout > 0 && (uint64_t)timeout * 1000000u < ns)
                 ns = (uint64_t)timeout * 1000000u;
             struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};

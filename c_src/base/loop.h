@@ -31,13 +31,14 @@ void loop_set_before_sleep(struct loop *l, loop_hook_cb *cb, void *data);
  * (epoll_wait with no timeout) before the next sleeping wait; 0 = never. */
 void loop_set_busy_wait(struct loop *l, uint32_t us);
 /* Coalescing under load (base/coal.h): when the controller finds that it
- * gets more work done, each wait after a busy turn first sleeps us
- * microseconds (then polls) instead of waking at the first event; 0 = never.
- * Work is counted in the units the layers above report with loop_work. */
-void loop_set_coalesce(struct loop *l, uint32_t us);
+ * gets more work done, each wait after a busy turn first sleeps (then
+ * polls) instead of waking at the first event; the sleep is measured too,
+ * up to max_us; 0 = never.  Work is counted in the units the layers above
+ * report with loop_work. */
+void loop_set_coalesce(struct loop *l, uint32_t max_us);
 void loop_work(struct loop *l, uint32_t units);
-/* Whether the loop coalesces now (for tests and logs). */
-bool loop_coalescing(struct loop *l);
+/* The sleep in force now in µs, 0 when not coalescing (tests, logs). */
+uint32_t loop_coalescing(struct loop *l);
 /* Run until loop_stop.  Returns 0. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);

@@ -86,6 +86,7 @@ run(C) ->
     case os:getenv("KV_BENCH_ONLY", "") of
         "callgrind" -> scenario(callgrind), callgrind(C), scenario(done), ok;
         "lookups" -> run_lookups(C);
+        "tls" -> run_tls(C);
         _ -> run_all(C)
     end.
 
@@ -103,6 +104,17 @@ env_callers(C) ->
         false -> maps:get(callers, C);
         L -> [list_to_integer(X) || X <- string:lexemes(L, ",")]
     end.
+
+%% KV_BENCH_ONLY=tls: the TLS vs TCP rows only.
+run_tls(C) ->
+    scenario(start_servers),
+    start_cnode(c, C, []),
+    Names = lookup_names(maps:get(lookup_names, C)),
+    prepare_names(node_of(c), Names),
+    scenario(tls),
+    tls(C, Names),
+    scenario(done),
+    ok.
 
 %% Every server, each with the lookup names created; returns the names.
 start_servers(C) ->

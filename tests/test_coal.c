@@ -172,44 +172,40 @@ static void test_follows_change(void **state)
     assert_true(s.c.chosen);
 }
 
-/* Slices that overrun (long turns) are compared as rates, not totals. */
-static void test_rates_not_totals(void **state)
+/* One measurement by hand: each off slice overruns to 10 ms (a long turn)
+ * with 100 units and 1 ms of CPU; each on slice takes 5 ms with on_work
+ * units and on_cpu ns.  Returns the controller as it ends. */
+static struct coal measure_by_hand(uint64_t on_work, uint64_t on_cpu)
 {
-    (void)state;
     struct coal c;
     coal_init(&c, 0, MAX_US);
     uint64_t t = COAL_PERIOD_MS, cpu = 0;
     coal_turn(&c, t, 1, cpu); /* the period is over: a turn with work starts measuring */
     assert_int_equal(c.phase, COAL_MEASURE);
-    for (int r = 0; r < COAL_ROUNDS; r++) {
-        /* off: 100 units in a 10 ms (overrun) slice, 1 ms CPU */
-        t += 2 * COAL_SLICE_MS;
-        cpu += 1000000;
-        coal_turn(&c, t, 100, cpu);
-        /* on and next: 50 units in 5 ms (the same rate), 0.25 ms CPU */
-        for (int k = 0; k < 2; k++) {
-            t += COAL_SLICE_MS;
-            cpu += 250000;
-            coal_turn(&c, t, 50, cpu);
-        }
-    }
-    assert_int_equal(c.phase, COAL_STEADY);
-    assert_true(c.chosen);
-    /* the same, but on did 40 units a slice: 80% of off's rate loses */
-    coal_init(&c, 0, MAX_US);
-    t = COAL_PERIOD_MS;
-    coal_turn(&c, t, 1, cpu);
     for (int r = 0; r < COAL_ROUNDS && c.phase == COAL_MEASURE; r++) {
         t += 2 * COAL_SLICE_MS;
         cpu += 1000000;
         coal_turn(&c, t, 100, cpu);
         for (int k = 0; k < 2; k++) {
             t += COAL_SLICE_MS;
-            cpu += 200000;
-            coal_turn(&c, t, 40, cpu);
+            cpu += on_cpu;
+            coal_turn(&c, t, on_work, cpu);
         }
     }
     assert_int_equal(c.phase, COAL_STEADY);
+    return c;
+}
+
+/* Slices that overrun (long turns) are compared as rates, not totals. */
+static void test_rates_not_totals(void **state)
+{
+    (void)state;
+    /* on: 50 units in 5 ms, the same rate as off's, for half the CPU per unit */
+    struct coal c = measure_by_hand(50, 250000);
+    assert_true(c.chosen);
+    assert_true(c.sleep_us > 0);
+    /* on at 40 units a slice: 80% of off's rate loses, even for less CPU */
+    c = measure_by_hand(40, 200000);
     assert_false(c.chosen);
     assert_int_equal(c.sleep_us, 0);
 }

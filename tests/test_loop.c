@@ -77,33 +77,44 @@ static void *write_later(void *arg)
     return NULL;
 }
 
+/* A byte now and one 5 ms later from another thread, through a loop set
+ * up by the caller; returns when both are read, with *t0 the start. */
+static void two_bytes(struct loop *l, struct ctx *c, uint64_t *t0)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    c->rfd = p[0];
+    c->stop_at = 2;
+    assert_int_equal(loop_add_fd(l, p[0], LOOP_READ, on_read, c), 0);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    struct writer w = {p[1], 5000};
+    pthread_t t;
+    *t0 = now_us();
+    assert_int_equal(pthread_create(&t, NULL, write_later, &w), 0);
+    assert_int_equal(loop_run(l), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(c->reads, 2);
+    loop_del_fd(l, p[0]);
+    close(p[0]);
+    close(p[1]);
+}
+
 /* Two bytes: the first makes the loop busy; the second, written 5 ms later
  * from another thread, lands inside a 2 s spin and must be handled when it
  * arrives, not when the spin ends. */
 static void test_event_during_spin(void **state)
 {
     (void)state;
-    int p[2];
-    assert_int_equal(pipe(p), 0);
     struct loop *l = loop_new();
     assert_non_null(l);
     loop_set_busy_wait(l, 2000000);
-    struct ctx c = {.rfd = p[0], .stop_at = 2};
+    struct ctx c = {0};
     loop_set_before_sleep(l, on_hook, &c);
-    assert_int_equal(loop_add_fd(l, p[0], LOOP_READ, on_read, &c), 0);
-    assert_int_equal(write(p[1], "x", 1), 1);
-    struct writer w = {p[1], 5000};
-    pthread_t t;
-    uint64_t t0 = now_us();
-    assert_int_equal(pthread_create(&t, NULL, write_later, &w), 0);
-    assert_int_equal(loop_run(l), 0);
-    pthread_join(t, NULL);
-    assert_int_equal(c.reads, 2);
+    uint64_t t0;
+    two_bytes(l, &c, &t0);
     assert_true(c.hooks >= 2);
     assert_true(c.t_event - t0 < 1000000); /* far from the 2 s spin */
     loop_free(l);
-    close(p[0]);
-    close(p[1]);
 }
 
 /* A 2 s spin after an event, and a 20 ms timer armed by that event: the
@@ -149,30 +160,18 @@ static void test_idle_does_not_spin(void **state)
 }
 
 /* Coalescing enabled but no work reported: the controller never turns
- * it on, and an event is handled when it arrives (not a sleep later);
- * an idle loop with a timer still sleeps in epoll, not in short naps. */
+ * it on, and an event is handled when it arrives, not a sleep later. */
 static void test_coalesce_without_work(void **state)
 {
     (void)state;
-    int p[2];
-    assert_int_equal(pipe(p), 0);
     struct loop *l = loop_new();
-    loop_set_coalesce(l, 200000); /* 200 ms naps, were it on */
-    struct ctx c = {.rfd = p[0], .stop_at = 2};
-    assert_int_equal(loop_add_fd(l, p[0], LOOP_READ, on_read, &c), 0);
-    assert_int_equal(write(p[1], "x", 1), 1);
-    struct writer w = {p[1], 5000};
-    pthread_t t;
-    uint64_t t0 = now_us();
-    assert_int_equal(pthread_create(&t, NULL, write_later, &w), 0);
-    assert_int_equal(loop_run(l), 0);
-    pthread_join(t, NULL);
-    assert_int_equal(c.reads, 2);
-    assert_false(loop_coalescing(l));
-    assert_true(c.t_event - t0 < 150000); /* not after a 200 ms nap */
+    loop_set_coalesce(l, 200000); /* naps of up to 200 ms, were it on */
+    struct ctx c = {0};
+    uint64_t t0;
+    two_bytes(l, &c, &t0);
+    assert_int_equal(loop_coalescing(l), 0);
+    assert_true(c.t_event - t0 < 150000); /* not after a long nap */
     loop_free(l);
-    close(p[0]);
-    close(p[1]);
 }
 
 int main(void)

@@ -87,6 +87,12 @@ run(C) ->
         "callgrind" -> scenario(callgrind), callgrind(C), scenario(done), ok;
         "lookups" -> run_lookups(C);
         "tls" -> run_tls(C);
+        "register" ->
+            _ = start_servers(C),
+            scenario(register_death),
+            [death(S, maps:get(death_n, C)) || S <- ?SERVERS],
+            scenario(done),
+            ok;
         _ -> run_all(C)
     end.
 

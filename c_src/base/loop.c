@@ -249,7 +249,7 @@ void loop_set_before_sleep(struct loop *l, loop_hook_cb *cb, void *data)
 
 void loop_set_busy_wait(struct loop *l, uint32_t us) { l->busy_ns = (uint64_t)us * 1000; }
 
-void loop_set_coalesce(struct loop *l, uint32_t us) { coal_init(&l->coal, l->now, us); }
+void loop_set_coalesce(struct loop *l, uint32_t max_us) { coal_init(&l->coal, l->now, max_us); }
 
 void loop_work(struct loop *l, uint32_t units) { l->work += units; }
 
@@ -285,7 +285,7 @@ int loop_run(struct loop *l)
             timeout = WHEN(0) <= now ? 0 : (int)(WHEN(0) - now);
         }
         int n = 0;
-        uint64_t cpu = 0; /* a syscall: read at epoch edges only */
+        uint64_t cpu = 0; /* a syscall: read at slice edges only */
         if (coal_wants_cpu(&l->coal, l->now, l->work)) {
             struct timespec ts;
             clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);

@@ -1582,8 +1582,8 @@ uint64_t term_siphash13(const uint8_t *p, size_t n, uint64_t k0, uint64_t k1)
 
 /* The 64-bit seed is both SipHash key halves (the second one whitened):
  * 64 bits of secret are plenty against hash flooding.  SipHash-1-3, as
- * CPython's and Rust's hash tables use: half the rounds of 2-4 (~120
- * instructions less per registry name), still keyed against flooding. */
+ * CPython's and Rust's hash tables use: 6 rounds for a 16-byte name
+ * instead of 10 (~60 instructions less per lookup), still keyed against flooding. */
 uint64_t term_hash(const uint8_t *p, size_t n, uint64_t seed)
 {
     return term_siphash13(p, n, seed, seed ^ 0x9e3779b97f4a7c15ULL);

@@ -781,10 +781,10 @@ static void send_tick(struct conn *c)
 static void process_frames(struct conn *c)
 {
     struct conn_host *h = c->host;
+    uint32_t frames = 0; /* the loop's work units (loop_work, coalescing) */
     /* Over the output cap: handle no more of its input this turn (it is
      * closed at the end of the turn), so small requests for big replies
      * cannot pile up more than one reply past the cap. */
-    uint32_t frames = 0; /* the loop's work units (loop_work, coalescing) */
     while (c->state == CS_UP && !c->over_cap && buf_avail(&c->in) > 0) {
         struct span body;
         long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), h->max_message_bytes, &body);

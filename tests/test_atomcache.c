@@ -239,6 +239,12 @@ static void test_roundtrip(void **state)
         /* the same bytes come back */
         assert_int_equal(out.n, b.len);
         assert_memory_equal(out.p, b.data, b.len);
+        /* and stay while the peer sends on the same connection (a reply
+         * or a monitor made while this frame is delivered: walked in
+         * round 0, from a template after) */
+        struct span ph, pt;
+        assert_true(ac_frame_out(peer, b.data, b.len, &ph, &pt));
+        assert_memory_equal(out.p, b.data, b.len);
         buf_free(&f);
     }
     /* rounds 2-4 were copied from an out template */

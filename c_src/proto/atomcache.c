@@ -28,6 +28,7 @@ void ac_init(struct ac *a)
 {
     memset(a, 0, sizeof *a);
     buf_init(&a->scratch);
+    buf_init(&a->oscratch);
     buf_init(&a->hdr);
     memset(a->slot_ref, 0xff, sizeof a->slot_ref);
     a->tpl_cur = -1;
@@ -47,6 +48,7 @@ void ac_free(struct ac *a)
     free_slots(a->in);
     free_slots(a->out);
     buf_free(&a->scratch);
+    buf_free(&a->oscratch);
     buf_free(&a->hdr);
 }
 
@@ -529,7 +531,7 @@ static bool tpl_match(const struct ac_tpl *t, const uint8_t *p, size_t n)
 static int tpl_find(const struct ac *a, const struct ac_tpl *tv, uint32_t gen, const uint8_t *p,
                     size_t n, uint32_t depth, uint64_t terms, uint64_t max)
 {
-    if (a->tpl_off || n > AC_TPL_IN)
+    if (a->tpl_off || n == 0 || n > AC_TPL_IN) /* n 0: never an unused slot */
         return -1;
     for (int i = 0; i < AC_TPL; i++) {
         const struct ac_tpl *t = &tv[i];
@@ -740,7 +742,7 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
     int ti = tpl_find(a, a->otpl, a->out_gen, p, n, 0, 0, SIZE_MAX);
     if (ti >= 0) {
         /* header and terms in one piece: *hdr is the whole frame body */
-        struct buf *o = &a->scratch;
+        struct buf *o = &a->oscratch;
         buf_reset(o);
         if (!buf_put(o, a->otpl_hdr[ti], a->otpl_hdrlen[ti]) || !tpl_apply(&a->otpl[ti], p, o))
             return false;
@@ -752,14 +754,14 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
     }
     bool ok = false, any_new = false;
     a->nrefs = 0;
-    buf_reset(&a->scratch);
+    buf_reset(&a->oscratch);
     struct rw w = {.ac = a, .c = cur_make(p, n)};
-    if (!buf_reserve(&a->scratch, n))
+    if (!buf_reserve(&a->oscratch, n))
         goto done;
-    w.o = a->scratch.data;
+    w.o = a->oscratch.data;
     if (!rw_out(&w))
         goto done;
-    a->scratch.len = w.ol;
+    a->oscratch.len = w.ol;
     /* header: 131 68 N flags refs, sized first and written in one go */
     size_t nf = a->nrefs ? (size_t)a->nrefs / 2 + 1 : 0, need = 3 + nf;
     bool long_atoms = false;
@@ -804,8 +806,8 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
     out->len += need;
     hdr->p = buf_head(out);
     hdr->n = buf_avail(out);
-    terms->p = buf_head(&a->scratch);
-    terms->n = buf_avail(&a->scratch);
+    terms->p = buf_head(&a->oscratch);
+    terms->n = buf_avail(&a->oscratch);
     ok = true;
     for (uint32_t i = 0; i < a->nrefs; i++)
         any_new |= a->ref_new[i];

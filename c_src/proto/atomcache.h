@@ -93,7 +93,11 @@ struct ac_tpl {
 struct ac {
     struct ac_atom in[AC_SIZE];   /* slots the peer filled */
     struct ac_atom out[AC_SIZE];  /* slots we filled at the peer */
-    struct buf scratch;           /* the rewritten frame or terms (owned) */
+    struct buf scratch;           /* in: the peer's frame expanded (owned) */
+    struct buf oscratch;          /* out: our frame's terms rewritten (owned);
+                                     not scratch: a reply or monitor sent to
+                                     the same peer while its frame is being
+                                     delivered must not overwrite that frame */
     struct buf hdr;               /* out: the header built (owned) */
     /* per-frame working state, kept here so a frame allocates nothing */
     struct ac_refs refs;          /* in: the current header's refs */

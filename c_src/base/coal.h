@@ -14,9 +14,9 @@
  * sleep, and on with a neighbouring sleep (half or double, in turn), in
  * interleaved 5 ms slices, so that drift in the load falls on all three
  * alike (a load that coalescing plainly slows, such as one caller, is
- * judged after the first three).  The better on mode sets the sleep; on is kept where
- * it did clearly more work than off, or as much for clearly less CPU; off
- * otherwise.  It measures again every period (backing off, up to 8 periods,
+ * judged after the first three).  The better on mode sets the sleep; on
+ * is kept where it did clearly more work than off, or as much for clearly
+ * less CPU; off otherwise.  It measures again every period (backing off, up to 8 periods,
  * while off wins clearly, so a lone caller rarely meets a sleep), and at
  * once when work starts after an idle spell.  Times come from the caller
  * (milliseconds of any clock, nanoseconds of CPU), so tests drive it with

@@ -17,7 +17,8 @@
 -define(SERVERS, [c, beam, beam_nosbwt]).
 %% the lookup points also run kv_cnode without its busy wait (the
 %% counterpart of the baseline's +sbwt none)
--define(LOOKUP_SERVERS, [c, c_nospin, beam, beam_nosbwt]).
+%% and with --end-call-monitors (off by default: README, Options)
+-define(LOOKUP_SERVERS, [c, c_nospin, c_ecm, beam, beam_nosbwt]).
 -define(NOSBWT, ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]).
 
 %% ------------------------------------------------------------------ main
@@ -127,6 +128,7 @@ start_servers(C) ->
     scenario(start_servers),
     start_cnode(c, C, []),
     start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
+    start_cnode(c_ecm, C, ["--end-call-monitors"]),
     start_beam(beam, C, []),
     start_beam(beam_nosbwt, C, ?NOSBWT),
     Names = lookup_names(maps:get(lookup_names, C)),
@@ -320,7 +322,7 @@ prepare_names(Node, Names) ->
 lookups(K, Names, C) ->
     R = maps:get(rounds, C),
     Seg = maps:get(lookup_ms, C) div R,
-    Runs = [{S, lookup_seg(node_of(S), Names, K, Seg,
+    Runs = [{S, lookup_seg(S, Names, K, Seg,
                            case Round of 1 -> maps:get(warm_ms, C); _ -> 50 end, ospid(S))}
             || Round <- lists:seq(1, R), S <- ?LOOKUP_SERVERS],
     [store_agg(fun(M) -> {lookup, K, M, S} end, [X || {S1, X} <- Runs, S1 =:= S])
@@ -353,7 +355,8 @@ store_agg(Key, Rs) ->
 
 %% K concurrent callers doing {lookup, Name} for DurMs after WarmMs of the
 %% same; server and client CPU and server bytes bracket the measured part.
-lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
+lookup_seg(S, Names, K, DurMs, WarmMs, OsPid) ->
+    Node = node_of(S),
     Reg = {?REG, Node},
     Op = fun(I) -> {ok, _} = gen_server:call(Reg, {lookup, element(I, Names)}, 10000) end,
     _ = callers(K, tuple_size(Names), WarmMs, Op),
@@ -364,7 +367,11 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     Sg0 = segs(Port),
     Cs0 = ctxsw(OsPid), CCs0 = ctxsw(Me),
     {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), Cl0 = cpu_s(Me), CIo0 = proc_io(Me),
+    Msacc = os:getenv("KV_BENCH_MSACC", "0") =:= "1",
+    Msacc andalso msacc:reset(),
+    Msacc andalso msacc:start(),
     R = callers(K, tuple_size(Names), DurMs, Op),
+    Msacc andalso msacc_note(S, K, maps:get(calls, R)),
     {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), Cl1 = cpu_s(Me), CIo1 = proc_io(Me),
     Cs1 = ctxsw(OsPid), CCs1 = ctxsw(Me),
     Sg1 = segs(Port),
@@ -378,6 +385,23 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
        srv_segs_out => SD(segs_out), srv_segs_in => SD(segs_in),
        srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in),
        srv_bytes_out => SD(bytes_sent), srv_bytes_in => SD(bytes_received)}.
+
+%% KV_BENCH_MSACC=1: where the client node's own time went during one
+%% segment (microstate accounting, all its threads), in µs per call, by
+%% state; printed, not tabled (msacc costs the client time of its own).
+msacc_note(S, K, Calls) ->
+    msacc:stop(),
+    Stats = msacc:stats(),
+    Add = fun(#{type := T, counters := Cs}, Acc) ->
+                  maps:fold(fun(St, V, A) ->
+                                    maps:update_with({T, St}, fun(X) -> X + V end, V, A)
+                            end, Acc, Cs)
+          end,
+    Tot = lists:foldl(Add, #{}, Stats),
+    Us = fun(V) -> V / Calls end,
+    Parts = [io_lib:format("~s/~s ~.2f", [T, St, Us(V)])
+             || {{T, St}, V} <- lists:sort(maps:to_list(Tot)), St =/= sleep, Us(V) >= 0.05],
+    io:format("bench: msacc x~b ~s (µs/call): ~s~n", [K, S, lists:join(", ", Parts)]).
 
 %% The server's distribution listen port (epmd), whose accepted sockets are
 %% the connections this node drives it through.
@@ -872,6 +896,7 @@ note(Fmt, Args) ->
 
 label(c) -> "kv_cnode";
 label(c_nospin) -> "kv_cnode --busy-wait-us 0";
+label(c_ecm) -> "kv_cnode --end-call-monitors";
 label(beam) -> "BEAM baseline";
 label(beam_nosbwt) -> "BEAM baseline +sbwt none".
 
@@ -975,10 +1000,11 @@ thousands(N) -> integer_to_list(N).
 
 table(C) ->
     Head = "| metric | kv_cnode | BEAM | BEAM +sbwt none | C/BEAM | C/BEAM +sbwt none | floor "
-           "| kv_cnode --busy-wait-us 0 | C0/BEAM +sbwt none |\n"
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+           "| kv_cnode --busy-wait-us 0 | C0/BEAM +sbwt none "
+           "| kv_cnode --end-call-monitors | E/BEAM | E/BEAM +sbwt none |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     Rows = [begin
-                [Cv, Bv, Nv, C0] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin]],
+                [Cv, Bv, Nv, C0, E] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin, c_ecm]],
                 Fl = case R#row.floor of
                          false -> undefined;
                          FK when is_tuple(FK) -> get_res(FK);
@@ -988,13 +1014,17 @@ table(C) ->
                                   undefined -> {"", ""};
                                   _ -> {fmt(C0), fmt_ratio(ratio(C0, Nv))}
                               end,
-                io_lib:format("| ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
+                Es = case E of
+                         undefined -> ["", "", ""];
+                         _ -> [fmt(E), fmt_ratio(ratio(E, Bv)), fmt_ratio(ratio(E, Nv))]
+                     end,
+                io_lib:format("| ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
                               [R#row.name, fmt(Cv), fmt(Bv), fmt(Nv), fmt_ratio(ratio(Cv, Bv)),
-                               fmt_ratio(ratio(Cv, Nv)), fmt(Fl), C0s, C0r])
+                               fmt_ratio(ratio(Cv, Nv)), fmt(Fl), C0s, C0r | Es])
             end || R <- rows(C)],
-    Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | | | |~n"
-                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | | | |~n"
-                          "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | | | |~n",
+    Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | | | | | | |~n"
+                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | | | | | | |~n"
+                          "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | | | | | | |~n",
                           [fmt(get_res(ir_per_lookup)), fmt(get_res(ir_per_lookup_x16)),
                            fmt(get_res(ir_per_create))]),
     [Head, Rows, Extra].
@@ -1047,6 +1077,14 @@ targets13() ->
         PerBase("client node CPU per call x64, ratio", {lookup, 64, client_us}, 0.9, le) ++
         PerBase("server CPU per lookup x16, ratio", {lookup, 16, cpu_us}, 0.6, le) ++
         PerBase("lookup p50 x1, ratio", {lookup, 1, p50}, 0.85, le) ++
+        %% the same targets with the option that spares the client its demonitor
+        [{io_lib:format("~s, with --end-call-monitors vs ~s", [Name, label(S)]),
+          ratio(val(K, c_ecm), val(K, S)), Lim, Dir}
+         || {Name, K, Lim, Dir} <- [{"lookup calls/s x16, ratio", {lookup, 16, calls_s}, 1.25, ge},
+                                    {"lookup calls/s x64, ratio", {lookup, 64, calls_s}, 1.25, ge},
+                                    {"client node CPU per call x16, ratio", {lookup, 16, client_us}, 0.9, le},
+                                    {"client node CPU per call x64, ratio", {lookup, 64, client_us}, 0.9, le}],
+            S <- [beam, beam_nosbwt]] ++
         %% the issue names the x16 lookup scenario; the 1-caller count is shown too
         [{"instructions per lookup x16 (callgrind, absolute)", get_res(ir_per_lookup_x16), 5000, le},
          {"instructions per lookup x1 (callgrind, absolute)", get_res(ir_per_lookup), 5000, le}].

@@ -88,6 +88,12 @@ run(C) ->
         "callgrind" -> scenario(callgrind), callgrind(C), scenario(done), ok;
         "lookups" -> run_lookups(C);
         "tls" -> run_tls(C);
+        "onesched" ->
+            Names = start_servers(C),
+            scenario(one_scheduler),
+            one_scheduler(C, Names),
+            scenario(done),
+            ok;
         "register" ->
             _ = start_servers(C),
             scenario(register_death),
@@ -155,6 +161,9 @@ run_all(C) ->
 
     scenario(tls),
     tls(C, Names),
+
+    scenario(one_scheduler),
+    one_scheduler(C, Names),
 
     scenario(callgrind),
     callgrind(C),
@@ -322,7 +331,7 @@ prepare_names(Node, Names) ->
 lookups(K, Names, C) ->
     R = maps:get(rounds, C),
     Seg = maps:get(lookup_ms, C) div R,
-    Runs = [{S, lookup_seg(S, Names, K, Seg,
+    Runs = [{S, lookup_seg(node_of(S), Names, K, Seg,
                            case Round of 1 -> maps:get(warm_ms, C); _ -> 50 end, ospid(S))}
             || Round <- lists:seq(1, R), S <- ?LOOKUP_SERVERS],
     [store_agg(fun(M) -> {lookup, K, M, S} end, [X || {S1, X} <- Runs, S1 =:= S])
@@ -355,8 +364,7 @@ store_agg(Key, Rs) ->
 
 %% K concurrent callers doing {lookup, Name} for DurMs after WarmMs of the
 %% same; server and client CPU and server bytes bracket the measured part.
-lookup_seg(S, Names, K, DurMs, WarmMs, OsPid) ->
-    Node = node_of(S),
+lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     Reg = {?REG, Node},
     Op = fun(I) -> {ok, _} = gen_server:call(Reg, {lookup, element(I, Names)}, 10000) end,
     _ = callers(K, tuple_size(Names), WarmMs, Op),
@@ -371,7 +379,7 @@ lookup_seg(S, Names, K, DurMs, WarmMs, OsPid) ->
     Msacc andalso msacc:reset(),
     Msacc andalso msacc:start(),
     R = callers(K, tuple_size(Names), DurMs, Op),
-    Msacc andalso msacc_note(S, K, maps:get(calls, R)),
+    Msacc andalso msacc_note(Node, K, maps:get(calls, R)),
     {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), Cl1 = cpu_s(Me), CIo1 = proc_io(Me),
     Cs1 = ctxsw(OsPid), CCs1 = ctxsw(Me),
     Sg1 = segs(Port),
@@ -389,7 +397,7 @@ lookup_seg(S, Names, K, DurMs, WarmMs, OsPid) ->
 %% KV_BENCH_MSACC=1: where the client node's own time went during one
 %% segment (microstate accounting, all its threads), in µs per call, by
 %% state; printed, not tabled (msacc costs the client time of its own).
-msacc_note(S, K, Calls) ->
+msacc_note(Node, K, Calls) ->
     msacc:stop(),
     Stats = msacc:stats(),
     Add = fun(#{type := T, counters := Cs}, Acc) ->
@@ -401,7 +409,7 @@ msacc_note(S, K, Calls) ->
     Us = fun(V) -> V / Calls end,
     Parts = [io_lib:format("~s/~s ~.2f", [T, St, Us(V)])
              || {{T, St}, V} <- lists:sort(maps:to_list(Tot)), St =/= sleep, Us(V) >= 0.05],
-    io:format("bench: msacc x~b ~s (µs/call): ~s~n", [K, S, lists:join(", ", Parts)]).
+    io:format("bench: msacc x~b ~s (us/call): ~s~n", [K, Node, lists:join(", ", Parts)]).
 
 %% The server's distribution listen port (epmd), whose accepted sockets are
 %% the connections this node drives it through.
@@ -668,6 +676,45 @@ tls(C, Names, Dir) ->
             stop_server(tls_srv),
             note("TLS row skipped: kv_cnode does not start with --tls-cert/--tls-key/--tls-cacert (~s)",
                  [why_text(Err)])
+    end.
+
+%% The same lookup points driven by a client peer with one scheduler (+S 1,
+%% this node's other flags): how much of the client's CPU per call is the
+%% cost of its own two schedulers sharing the work.  A fast server leaves the
+%% client the second core, where its schedulers then contend (steals,
+%% cross-scheduler timer cancels, shared locks); a server that takes a core
+%% itself leaves it mostly one.  Rounds interleaved as in lookups/3.
+one_scheduler(C, Names) ->
+    Peer = start_client_peer(one_sched_client, C, ["+S", "1"]),
+    Ms = maps:get(tls_ms, C), Warm = maps:get(warm_ms, C), R = maps:get(rounds, C),
+    [begin
+         Runs = [{S, peer:call(Peer, ?MODULE, lookup_seg,
+                               [node_of(S), Names, K, Ms div R,
+                                case Round of 1 -> Warm; _ -> 50 end, ospid(S)],
+                               Ms + Warm + 120000)}
+                 || Round <- lists:seq(1, R), S <- [c, beam]],
+         [store_agg(fun(M) -> {one_sched, S, K, M} end, [X || {S1, X} <- Runs, S1 =:= S])
+          || S <- [c, beam]]
+     end || K <- [16, 64]],
+    stop_server(one_sched_client),
+    ok.
+
+one_sched_table() ->
+    case get_res({one_sched, c, 16, calls_s}) of
+        undefined -> [];
+        _ ->
+            ["
+| client node with +S 1 (one scheduler) | kv_cnode | BEAM | C/BEAM |
+"
+             "|---|---:|---:|---:|
+",
+             [begin
+                  Cv = get_res({one_sched, c, K, M}), Bv = get_res({one_sched, beam, K, M}),
+                  io_lib:format("| x~b ~s | ~s | ~s | ~s |~n",
+                                [K, Name, fmt(Cv), fmt(Bv), fmt_ratio(ratio(Cv, Bv))])
+              end || K <- [16, 64], {M, Name} <- [{calls_s, "calls/s"},
+                                                 {client_us, "client node CPU us/call"},
+                                                 {cpu_us, "server CPU us/call"}]]]
     end.
 
 why_text({error, {exit_status, St, Lines}}) ->
@@ -1196,7 +1243,7 @@ report(C) ->
           "Latencies in microseconds as seen by the client node; server CPU is the server "
           "process's utime+stime delta (all threads) over the calls; ratios are "
           "kv_cnode / baseline from the same run.\n\n",
-          table(C), tls_table(),
+          table(C), tls_table(), one_sched_table(),
           "\n## Targets (issue 5)\n\n| target | value | limit | status |\n|---|---:|---:|---|\n",
           target_lines(C),
           "\n## Targets (issue 13)\n\n| target | value | limit | status |\n|---|---:|---:|---|\n",

@@ -17,8 +17,7 @@
 -define(SERVERS, [c, beam, beam_nosbwt]).
 %% the lookup points also run kv_cnode without its busy wait (the
 %% counterpart of the baseline's +sbwt none)
-%% and with --end-call-monitors (off by default: README, Options)
--define(LOOKUP_SERVERS, [c, c_nospin, c_ecm, beam, beam_nosbwt]).
+-define(LOOKUP_SERVERS, [c, c_nospin, beam, beam_nosbwt]).
 -define(NOSBWT, ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]).
 
 %% ------------------------------------------------------------------ main
@@ -134,7 +133,6 @@ start_servers(C) ->
     scenario(start_servers),
     start_cnode(c, C, []),
     start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
-    start_cnode(c_ecm, C, ["--end-call-monitors"]),
     start_beam(beam, C, []),
     start_beam(beam_nosbwt, C, ?NOSBWT),
     Names = lookup_names(maps:get(lookup_names, C)),
@@ -943,7 +941,6 @@ note(Fmt, Args) ->
 
 label(c) -> "kv_cnode";
 label(c_nospin) -> "kv_cnode --busy-wait-us 0";
-label(c_ecm) -> "kv_cnode --end-call-monitors";
 label(beam) -> "BEAM baseline";
 label(beam_nosbwt) -> "BEAM baseline +sbwt none".
 
@@ -1047,11 +1044,10 @@ thousands(N) -> integer_to_list(N).
 
 table(C) ->
     Head = "| metric | kv_cnode | BEAM | BEAM +sbwt none | C/BEAM | C/BEAM +sbwt none | floor "
-           "| kv_cnode --busy-wait-us 0 | C0/BEAM +sbwt none "
-           "| kv_cnode --end-call-monitors | E/BEAM | E/BEAM +sbwt none |\n"
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+           "| kv_cnode --busy-wait-us 0 | C0/BEAM +sbwt none |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     Rows = [begin
-                [Cv, Bv, Nv, C0, E] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin, c_ecm]],
+                [Cv, Bv, Nv, C0] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin]],
                 Fl = case R#row.floor of
                          false -> undefined;
                          FK when is_tuple(FK) -> get_res(FK);
@@ -1061,17 +1057,13 @@ table(C) ->
                                   undefined -> {"", ""};
                                   _ -> {fmt(C0), fmt_ratio(ratio(C0, Nv))}
                               end,
-                Es = case E of
-                         undefined -> ["", "", ""];
-                         _ -> [fmt(E), fmt_ratio(ratio(E, Bv)), fmt_ratio(ratio(E, Nv))]
-                     end,
-                io_lib:format("| ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
+                io_lib:format("| ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
                               [R#row.name, fmt(Cv), fmt(Bv), fmt(Nv), fmt_ratio(ratio(Cv, Bv)),
-                               fmt_ratio(ratio(Cv, Nv)), fmt(Fl), C0s, C0r | Es])
+                               fmt_ratio(ratio(Cv, Nv)), fmt(Fl), C0s, C0r])
             end || R <- rows(C)],
-    Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | | | | | | |~n"
-                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | | | | | | |~n"
-                          "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | | | | | | |~n",
+    Extra = io_lib:format("| instructions per lookup (callgrind, kv_cnode) | ~s | | | | | | | |~n"
+                          "| instructions per lookup, 16 callers (callgrind, kv_cnode) | ~s | | | | | | | |~n"
+                          "| instructions per create by cast (callgrind, kv_cnode) | ~s | | | | | | | |~n",
                           [fmt(get_res(ir_per_lookup)), fmt(get_res(ir_per_lookup_x16)),
                            fmt(get_res(ir_per_create))]),
     [Head, Rows, Extra].
@@ -1124,14 +1116,6 @@ targets13() ->
         PerBase("client node CPU per call x64, ratio", {lookup, 64, client_us}, 0.9, le) ++
         PerBase("server CPU per lookup x16, ratio", {lookup, 16, cpu_us}, 0.6, le) ++
         PerBase("lookup p50 x1, ratio", {lookup, 1, p50}, 0.85, le) ++
-        %% the same targets with the option that spares the client its demonitor
-        [{io_lib:format("~s, with --end-call-monitors vs ~s", [Name, label(S)]),
-          ratio(val(K, c_ecm), val(K, S)), Lim, Dir}
-         || {Name, K, Lim, Dir} <- [{"lookup calls/s x16, ratio", {lookup, 16, calls_s}, 1.25, ge},
-                                    {"lookup calls/s x64, ratio", {lookup, 64, calls_s}, 1.25, ge},
-                                    {"client node CPU per call x16, ratio", {lookup, 16, client_us}, 0.9, le},
-                                    {"client node CPU per call x64, ratio", {lookup, 64, client_us}, 0.9, le}],
-            S <- [beam, beam_nosbwt]] ++
         %% the issue names the x16 lookup scenario; the 1-caller count is shown too
         [{"instructions per lookup x16 (callgrind, absolute)", get_res(ir_per_lookup_x16), 5000, le},
          {"instructions per lookup x1 (callgrind, absolute)", get_res(ir_per_lookup), 5000, le}].

@@ -36,9 +36,6 @@ static const char *usage =
     "  --busy-wait-us N        poll this long before sleeping when busy (default 30, 0 = off)\n"
     "  --coalesce-us N         under load, sleep up to this long between turns when that\n"
     "                          serves more calls (measured; default 400, 0 = off)\n"
-    "  --end-call-monitors     end a remote gen_server:call's monitor with its reply, so the\n"
-    "                          caller sends no demonitor (a send_request never collected\n"
-    "                          then gets a DOWN, reason normal; default off)\n"
     "  --exit-on-stdin-eof     stop when standard input closes (for supervisors)\n"
     "  --tls-cert F --tls-key F --tls-cacert F   distribution over TLS\n"
     "  --tls-verify peer|none  (default peer)\n"
@@ -50,7 +47,7 @@ enum {
     O_SNAME = 256, O_NAME, O_COOKIE, O_COOKIE_FILE, O_PORT, O_TICK, O_SETUP, O_CONNECT,
     O_REGISTRY, O_COUNTER, O_MAXMSG, O_MAXOUT, O_MAXCONN, O_DEPTH, O_STDIN, O_TLS_CERT, O_TLS_KEY,
     O_TLS_CA, O_TLS_VERIFY, O_TLS_MIN, O_LOG, O_HELP, O_VERSION, O_INET6, O_BUSY,
-    O_COALESCE, O_END_CALL_MON
+    O_COALESCE
 };
 
 static const struct option opts[] = {
@@ -70,7 +67,6 @@ static const struct option opts[] = {
     {"max-connections", required_argument, 0, O_MAXCONN},
     {"max-term-depth", required_argument, 0, O_DEPTH},
     {"exit-on-stdin-eof", no_argument, 0, O_STDIN},
-    {"end-call-monitors", no_argument, 0, O_END_CALL_MON},
     {"busy-wait-us", required_argument, 0, O_BUSY},
     {"coalesce-us", required_argument, 0, O_COALESCE},
     {"tls-cert", required_argument, 0, O_TLS_CERT},
@@ -332,7 +328,6 @@ int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t er
             cfg->coalesce_us = (unsigned)v;
             break;
         case O_STDIN: cfg->exit_on_stdin_eof = 1; break;
-        case O_END_CALL_MON: cfg->node.end_call_monitors = 1; break;
         case O_INET6: cfg->node.inet6 = 1; break;
         case O_TLS_CERT: cfg->node.tls_cert = a; break;
         case O_TLS_KEY: cfg->node.tls_key = a; break;

@@ -16,7 +16,7 @@
          init_per_group/2, end_per_group/2, init_per_testcase/2, end_per_testcase/2]).
 -export([release/1, ping/1, registry_guide/1, bucket_calls/1, sys_messages/1,
          stop_reasons/1, monitors/1, links_trap_exit/1, late_reply_dropped/1,
-         requests/1, end_call_monitors/1, kill9_peer/1, ticks/1, tls/1, connect_out/1, elixir_session/1,
+         requests/1, kill9_peer/1, ticks/1, tls/1, connect_out/1, elixir_session/1,
          ei_peer/1, cnode_clean/1]).
 
 -define(LIB, kv_cnode_test_lib).
@@ -27,13 +27,11 @@ suite() -> [{timetrap, {minutes, 5}}].
 all() -> [{group, otp25}, {group, otp27}, {group, otp29}].
 
 shapes() ->
-    [release, ping, sys_messages, stop_reasons, late_reply_dropped, requests,
-     end_call_monitors, cnode_clean].
+    [release, ping, sys_messages, stop_reasons, late_reply_dropped, requests, cnode_clean].
 
 groups() ->
     Full = [release, ping, registry_guide, bucket_calls, sys_messages, stop_reasons,
-            monitors, links_trap_exit, late_reply_dropped, requests, end_call_monitors,
-            kill9_peer, ticks,
+            monitors, links_trap_exit, late_reply_dropped, requests, kill9_peer, ticks,
             tls, connect_out, elixir_session, ei_peer, cnode_clean],
     [{otp25, [], shapes()}, {otp27, [], Full}, {otp29, [], Full}].
 
@@ -238,19 +236,6 @@ requests(Config) ->
     #{wait := {reply, 1}, receive_response := {reply, [a]}, check := {reply, 1},
       labels := [{one, reply}, {two, reply}], size := 0} =
         call(Config, requests, [kvnode(Config)]).
-
-%% A kv_cnode with --end-call-monitors, driven by this release's gen:
-%% nothing left behind by calls and collected requests; an abandoned
-%% request gets the documented DOWN.
-end_call_monitors(Config) ->
-    {ok, H} = ?LIB:start(["--end-call-monitors"]),
-    remember(cnodes, H),
-    KV = maps:get(node, H),
-    #{requests := #{wait := {reply, 1}, receive_response := {reply, [a]}, check := {reply, 1},
-                    labels := [{one, reply}, {two, reply}], size := 0},
-      leftover := [], monitors := [],
-      abandoned := {down, {'Elixir.KV.Registry', KV}, normal}} =
-        call(Config, end_call_monitors, [KV]).
 
 %% A peer that registered a name is killed with SIGKILL: the name goes.
 kill9_peer(Config) ->

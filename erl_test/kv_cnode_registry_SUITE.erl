@@ -38,7 +38,7 @@ all() ->
      sys_get_state, sys_terminate_reason, sys_get_status_and_others,
      %% process semantics
      monitor_by_pid, monitor_by_name, monitor_dead_or_unknown_noproc,
-     call_monitor_outlives_reply, end_call_monitors_option,
+     call_monitor_outlives_reply,
      call_stopped_bucket_noproc, link_exit, unlink_acked, exit_signals,
      name_leaves_before_down, peer_monitors_dropped_on_kill9,
      peer_link_noconnection_on_kill9,
@@ -791,46 +791,6 @@ call_monitor_outlives_reply(_Config) ->
     {monitors, Mons} = process_info(self(), monitors),
     ?assert(lists:member({process, {?REG, kvnode()}}, Mons)),
     true = erlang:demonitor(ReqId, [flush]),
-    ok.
-
-%% --end-call-monitors: the server ends each call's monitor with the reply.
-%% gen_server:call leaves nothing behind (its demonitor flushes the DOWN);
-%% the caller's own monitors are untouched; a request never collected gets
-%% its reply and then a DOWN with reason normal (the documented cost).
-end_call_monitors_option(_Config) ->
-    {ok, H} = ?LIB:start(["--end-call-monitors"]),
-    try
-        N = node_of(H),
-        Reg = ?LIB:registry(N),
-        Own = erlang:monitor(process, Reg),
-        {ok, B} = gen_server:call(Reg, {create, <<"ecm">>}, 10000),
-        [begin
-             {ok, B} = gen_server:call(Reg, {lookup, <<"ecm">>}, 10000),
-             ok = gen_server:call(B, {put, I, I}, 10000),
-             I = gen_server:call(B, {get, I}, 10000)
-         end || I <- lists:seq(1, 200)],
-        {messages, Msgs} = process_info(self(), messages),
-        ?assertEqual([], Msgs),
-        {monitors, Mons} = process_info(self(), monitors),
-        ?assertEqual([{process, Reg}], Mons),
-        %% a request never collected: reply first, then the DOWN
-        ReqId = gen_server:send_request(Reg, count),
-        receive {[alias | ReqId], C} when is_integer(C) -> ok
-        after 5000 -> ct:fail(no_reply)
-        end,
-        receive {'DOWN', ReqId, process, Reg, normal} -> ok
-        after 5000 -> ct:fail(no_down)
-        end,
-        %% the server lives on, and the caller's own monitor never fired
-        {ok, B} = gen_server:call(Reg, {lookup, <<"ecm">>}, 10000),
-        {messages, Msgs2} = process_info(self(), messages),
-        ?assertEqual([], Msgs2),
-        true = erlang:demonitor(Own, [flush])
-    after
-        Lines = ?LIB:lines(H),
-        ?assertEqual(0, ?LIB:stop(H)),
-        check_log_clean(Lines)
-    end,
     ok.
 
 monitor_dead_or_unknown_noproc(_Config) ->

@@ -295,39 +295,6 @@ static void expect_down(struct conn *c, const char *reason)
     buf_free(&f.raw);
 }
 
-/* mon_end_remote (--end-call-monitors): only the named watcher's monitor
- * on that process ends; the process lives; the peer gets one DOWN. */
-static void test_end_remote_monitor(void **state)
-{
-    (void)state;
-    struct tnode *t = kt_node_new();
-    struct node *n = &t->n;
-    struct conn *c = kt_conn(t, KT_PEER, KT_BEAM_FLAGS);
-    uint32_t b = spawn_bucket(t), b2 = spawn_bucket(t);
-    peer_monitors(t, c, b, 7);
-    struct mon *m = proc_by_id(n, b)->mons;
-    assert_non_null(m);
-    struct eref ref = m->ref;
-    struct epid watcher = m->watcher, other = watcher;
-    other.id++;
-    static const uint8_t normal[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
-    struct span r = {normal, sizeof normal};
-    assert_false(mon_end_remote(n, b, &other, &ref, r));
-    assert_false(mon_end_remote(n, b2, &watcher, &ref, r));
-    struct eref ref2 = ref;
-    ref2.w[0] ^= 1;
-    assert_false(mon_end_remote(n, b, &watcher, &ref2, r));
-    assert_int_equal(conn_take_output(c, NULL), 0);
-    assert_non_null(proc_by_id(n, b)->mons);
-    assert_true(mon_end_remote(n, b, &watcher, &ref, r));
-    assert_true(alive(t, b));
-    assert_null(proc_by_id(n, b)->mons);
-    assert_null(mon_find(n, &ref));
-    expect_down(c, "normal");
-    assert_false(mon_end_remote(n, b, &watcher, &ref, r));
-    kt_node_free(t);
-}
-
 static void test_exit_signal_rules(void **state)
 {
     struct tnode *t = kt_node_new();
@@ -919,7 +886,6 @@ int main(void)
         cmocka_unit_test(test_monitor_insert_find_remove),
         cmocka_unit_test(test_monitor_hash_growth),
         cmocka_unit_test(test_local_monitor_fires_to_registry),
-        cmocka_unit_test(test_end_remote_monitor),
         cmocka_unit_test(test_exit_signal_rules),
         cmocka_unit_test(test_link_exit_rules),
         cmocka_unit_test(test_exit_signals_from_peer),

@@ -140,27 +140,6 @@ static uint64_t caller_flags(struct node *n, struct span from)
     return caller_pid_flags(n, from, &pid);
 }
 
-/* --end-call-monitors: a remote gen:call (OTP 24+) monitors the server
- * with the call's alias as the monitor's reference and, once the reply is
- * in, drops the monitor: erlang:demonitor(Mref, [flush]), one DEMONITOR_P
- * more for its node to write, a third of what a call sends.  Ending that
- * monitor here, right after the reply (MONITOR_P_EXIT, reason `normal`),
- * spares it: the caller's node takes the reply first (one sender, one
- * order), the caller's demonitor then finds the monitor gone and flushes
- * the DOWN, and nothing goes back.  Off by default, because a caller can
- * tell: a request made with gen_server:send_request and never collected
- * leaves a {'DOWN', Mref, process, Server, normal} in its mailbox, which a
- * BEAM server never sends while it lives (README, Options). */
-static void end_call_monitor(struct node *n, uint32_t id, const struct epid *caller,
-                             struct span alias)
-{
-    static const uint8_t normal[] = {119, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
-    struct cur c = cur_make(alias.p, alias.n);
-    struct eref ref;
-    if (node_get_ref(n, &c, &ref))
-        mon_end_remote(n, id, caller, &ref, (struct span){normal, sizeof normal});
-}
-
 /* {Tag, Reply} to the caller: to its alias when it has one, as gen:reply
  * does (a reply after the caller's timeout is then dropped by its node),
  * else to From's pid. */
@@ -174,8 +153,6 @@ static void reply_send_known(struct node *n, uint32_t id, struct span from, stru
     if (known.n ? (flags & DFLAG_ALIAS) != 0 : gen_reply_by_alias(flags, tag, &alias)) {
         proc_pid(n, id, &self);
         node_send_alias(n, &to, &self, alias, msg);
-        if (n->cfg && n->cfg->end_call_monitors)
-            end_call_monitor(n, id, &to, alias);
     } else {
         node_send_raw(n, from, msg);
     }

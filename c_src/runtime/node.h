@@ -42,7 +42,6 @@ struct node_opts {
     unsigned max_connections;
     unsigned max_depth;
     int inet6;           /* connect out over IPv6 (erl's -proto_dist inet6_tcp) */
-    int end_call_monitors; /* end a gen:call's monitor with the reply (gen.c) */
     /* TLS (issue 4) */
     const char *tls_cert, *tls_key, *tls_cacert;
     int tls_verify_peer;

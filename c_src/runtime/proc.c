@@ -545,21 +545,6 @@ void proc_peer_up(struct node *n, struct peer *p)
         }
 }
 
-bool mon_end_remote(struct node *n, uint32_t id, const struct epid *watcher,
-                    const struct eref *ref, struct span reason)
-{
-    struct mon *m = mon_find(n, ref);
-    if (!m || !m->peer || !m->local_target || m->target.id != id ||
-        !epid_eq(&m->watcher, watcher))
-        return false;
-    struct epid self;
-    proc_pid(n, id, &self);
-    node_send_monitor_exit(n, m->peer, &self, m->name >= 0 ? proc_name_of(n, m->name) : NULL,
-                           &m->watcher, &m->ref, reason);
-    mon_remove(n, m);
-    return true;
-}
-
 void mon_fire(struct node *n, struct mon *m, struct span reason)
 {
     struct mon copy = *m;

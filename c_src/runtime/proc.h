@@ -105,12 +105,6 @@ struct mon *mon_alloc(struct node *n);
 void mon_insert(struct node *n, struct mon *m);  /* hash + lists */
 struct mon *mon_find(struct node *n, const struct eref *ref);
 void mon_remove(struct node *n, struct mon *m);  /* unhash, unlist, recycle */
-/* A peer's monitor on process id, made by watcher with ref (a gen:call's
- * monitor: its ref is the call's alias): end it from this side, as if the
- * process had ended with reason, without ending the process.  False when
- * there is no such monitor (it was made otherwise, or already dropped). */
-bool mon_end_remote(struct node *n, uint32_t id, const struct epid *watcher,
-                    const struct eref *ref, struct span reason);
 /* Our monitor fired (MONITOR_P_EXIT): remove it and tell the watcher. */
 void mon_fire(struct node *n, struct mon *m, struct span reason);
 /* Links. */

@@ -5,8 +5,7 @@
 %% checks it.
 -module(kv_otp_client).
 -export([guide/1, bucket_calls/1, sys_calls/1, stop_reasons/1, monitors/1,
-         links/1, late_reply/1, requests/1, end_call_monitors/1, hold_name/2, tls_main/1,
-         connected/1]).
+         links/1, late_reply/1, requests/1, hold_name/2, tls_main/1, connected/1]).
 
 -define(REG(N), {'Elixir.KV.Registry', N}).
 
@@ -154,28 +153,6 @@ requests(KV) ->
     Size = gen_server:reqids_size(Col4),
     Labels = lists:sort([{La, element(1, Ra)}, {Lb, element(1, Rb)}]),
     #{wait => W1, receive_response => W2, check => W3, labels => Labels, size => Size}.
-
-%% Against a kv_cnode started with --end-call-monitors: calls and collected
-%% requests leave no message and no monitor behind; a request never
-%% collected gets its reply, then a DOWN with reason normal.
-end_call_monitors(KV) ->
-    {ok, B} = gen_server:call(?REG(KV), {create, uniq(<<"e">>)}),
-    [begin
-         error = gen_server:call(?REG(KV), {lookup, <<"nope">>}),
-         ok = gen_server:call(B, {put, I, I}),
-         I = gen_server:call(B, {get, I})
-     end || I <- lists:seq(1, 100)],
-    Reqs = requests(KV),
-    Left = flush([]),
-    {monitors, Mons} = process_info(self(), monitors),
-    R = gen_server:send_request(?REG(KV), count),
-    Abandoned = receive {[alias | R], N} when is_integer(N) ->
-                        receive {'DOWN', R, process, Obj, Why} -> {down, Obj, Why}
-                        after 5000 -> no_down
-                        end
-                after 5000 -> no_reply
-                end,
-    #{requests => Reqs, leftover => Left, monitors => Mons, abandoned => Abandoned}.
 
 %% A process that registers Name -> itself and waits (killed with its node).
 hold_name(KV, Name) ->

@@ -72,7 +72,7 @@ cfg() ->
                          floor_iters => 5000, cg_n => 400, tls_ms => 400};
                false -> #{budget_s => list_to_integer(Env("KV_BENCH_BUDGET", "280")),
                           warm_ms => 400, lookup_ms => 2700, bucket_ms => 1200,
-                          rounds => 3, creates => 100000,
+                          rounds => 9, creates => 100000,
                           floor_iters => 20000, cg_n => 2000, tls_ms => 1500}
            end,
     %% KV_BENCH_LOOKUP_MS: a longer (or shorter) lookup point, for trying a change
@@ -80,7 +80,12 @@ cfg() ->
                false -> #{};
                Ms -> #{lookup_ms => list_to_integer(Ms)}
            end,
-    maps:merge(maps:merge(Base, Mode), Over).
+    %% KV_BENCH_ROUNDS: how many interleaved rounds a lookup point is cut into
+    Over2 = case os:getenv("KV_BENCH_ROUNDS") of
+                false -> Over;
+                Rs -> Over#{rounds => list_to_integer(Rs)}
+            end,
+    maps:merge(maps:merge(Base, Mode), Over2).
 
 run(C) ->
     case os:getenv("KV_BENCH_ONLY", "") of
@@ -128,11 +133,19 @@ run_tls(C) ->
     scenario(done),
     ok.
 
+%% The second kv_cnode's options (the C0 column): --busy-wait-us 0, or
+%% KV_BENCH_ALT_ARGS, to set a setting against the default in one run.
+alt_args() ->
+    case string:lexemes(os:getenv("KV_BENCH_ALT_ARGS", ""), " ") of
+        [] -> ["--busy-wait-us", "0"];
+        As -> As
+    end.
+
 %% Every server, each with the lookup names created; returns the names.
 start_servers(C) ->
     scenario(start_servers),
     start_cnode(c, C, []),
-    start_cnode(c_nospin, C, ["--busy-wait-us", "0"]),
+    start_cnode(c_nospin, C, alt_args()),
     start_beam(beam, C, []),
     start_beam(beam_nosbwt, C, ?NOSBWT),
     Names = lookup_names(maps:get(lookup_names, C)),
@@ -351,9 +364,11 @@ store_agg(Key, Rs) ->
     put_res(Key(calls_s), N / Sum(wall_s)),
     [put_res(Key(P), pct(Sorted, Q)) || {P, Q} <- [{p50, 0.5}, {p99, 0.99}, {p999, 0.999}]],
     [put_res(Key(M), Sum(F) * 1.0e6 / N)
-     || {M, F} <- [{cpu_us, cpu_s}, {usr_us, usr_s}, {sys_us, sys_s}, {client_us, client_s}]],
+     || {M, F} <- [{cpu_us, cpu_s}, {usr_us, usr_s}, {sys_us, sys_s}, {client_us, client_s},
+                   {cli_usr_us, cli_usr_s}, {cli_sys_us, cli_sys_s}]],
     [put_res(Key(M), Sum(F) / N)
-     || {M, F} <- [{srv_sysc, srv_sysc}, {cli_sysc, cli_sysc}, {srv_csw, srv_csw},
+     || {M, F} <- [{srv_sysc, srv_sysc}, {cli_sysc, cli_sysc}, {cli_sysr, cli_sysr},
+                   {cli_sysw, cli_sysw}, {srv_csw, srv_csw},
                    {cli_csw, cli_csw}, {srv_segs_out, srv_segs_out},
                    {srv_segs_in, srv_segs_in}, {srv_dsegs_out, srv_dsegs_out},
                    {srv_dsegs_in, srv_dsegs_in}, {srv_bytes_out, srv_bytes_out},
@@ -372,21 +387,23 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     Port = dist_port(Node),
     Sg0 = segs(Port),
     Cs0 = ctxsw(OsPid), CCs0 = ctxsw(Me),
-    {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), Cl0 = cpu_s(Me), CIo0 = proc_io(Me),
+    {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), {CU0, CS0} = cpu_us_sys(Me), CIo0 = proc_io(Me),
     Msacc = os:getenv("KV_BENCH_MSACC", "0") =:= "1",
     Msacc andalso msacc:reset(),
     Msacc andalso msacc:start(),
     R = callers(K, tuple_size(Names), DurMs, Op),
     Msacc andalso msacc_note(Node, K, maps:get(calls, R)),
-    {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), Cl1 = cpu_s(Me), CIo1 = proc_io(Me),
+    {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), {CU1, CS1} = cpu_us_sys(Me), CIo1 = proc_io(Me),
     Cs1 = ctxsw(OsPid), CCs1 = ctxsw(Me),
     Sg1 = segs(Port),
     D = fun(F) -> maps:get(F, Io1, 0) - maps:get(F, Io0, 0) end,
     CD = fun(F) -> maps:get(F, CIo1, 0) - maps:get(F, CIo0, 0) end,
     SD = fun(F) -> maps:get(F, Sg1, 0) - maps:get(F, Sg0, 0) end,
     R#{cpu_s => (U1 + S1) - (U0 + S0), usr_s => U1 - U0, sys_s => S1 - S0,
-       client_s => Cl1 - Cl0, rchar => D(rchar), wchar => D(wchar),
+       client_s => (CU1 + CS1) - (CU0 + CS0), cli_usr_s => CU1 - CU0, cli_sys_s => CS1 - CS0,
+       rchar => D(rchar), wchar => D(wchar),
        srv_sysc => D(syscr) + D(syscw), cli_sysc => CD(syscr) + CD(syscw),
+       cli_sysr => CD(syscr), cli_sysw => CD(syscw),
        srv_csw => Cs1 - Cs0, cli_csw => CCs1 - CCs0,
        srv_segs_out => SD(segs_out), srv_segs_in => SD(segs_in),
        srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in),
@@ -940,7 +957,7 @@ note(Fmt, Args) ->
     ets:insert(kvb_note, {erlang:unique_integer([monotonic]), Text}).
 
 label(c) -> "kv_cnode";
-label(c_nospin) -> "kv_cnode --busy-wait-us 0";
+label(c_nospin) -> "kv_cnode " ++ lists:join(" ", alt_args());
 label(beam) -> "BEAM baseline";
 label(beam_nosbwt) -> "BEAM baseline +sbwt none".
 
@@ -973,8 +990,16 @@ rows(C) ->
                       key = {lookup, K, sys_us}, better = low, floor = (K =:= 1) andalso sys_us},
                  #row{name = io_lib:format("lookup x~b client node CPU us/call", [K]),
                       key = {lookup, K, client_us}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b  client's user us/call", [K]),
+                      key = {lookup, K, cli_usr_us}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b  client's system us/call", [K]),
+                      key = {lookup, K, cli_sys_us}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b client read+write syscalls/call", [K]),
                       key = {lookup, K, cli_sysc}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b  client's read-family syscalls/call", [K]),
+                      key = {lookup, K, cli_sysr}, better = low, floor = false},
+                 #row{name = io_lib:format("lookup x~b  client's write-family syscalls/call", [K]),
+                      key = {lookup, K, cli_sysw}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b server read+write syscalls/call", [K]),
                       key = {lookup, K, srv_sysc}, better = low, floor = false},
                  #row{name = io_lib:format("lookup x~b server context switches/call", [K]),
@@ -1044,7 +1069,7 @@ thousands(N) -> integer_to_list(N).
 
 table(C) ->
     Head = "| metric | kv_cnode | BEAM | BEAM +sbwt none | C/BEAM | C/BEAM +sbwt none | floor "
-           "| kv_cnode --busy-wait-us 0 | C0/BEAM +sbwt none |\n"
+           "| kv_cnode " ++ lists:join(" ", alt_args()) ++ " | C0/BEAM +sbwt none |\n"
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     Rows = [begin
                 [Cv, Bv, Nv, C0] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin]],

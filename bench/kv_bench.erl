@@ -75,17 +75,14 @@ cfg() ->
                           rounds => 9, creates => 100000,
                           floor_iters => 20000, cg_n => 2000, tls_ms => 1500}
            end,
-    %% KV_BENCH_LOOKUP_MS: a longer (or shorter) lookup point, for trying a change
-    Over = case os:getenv("KV_BENCH_LOOKUP_MS") of
-               false -> #{};
-               Ms -> #{lookup_ms => list_to_integer(Ms)}
-           end,
-    %% KV_BENCH_ROUNDS: how many interleaved rounds a lookup point is cut into
-    Over2 = case os:getenv("KV_BENCH_ROUNDS") of
-                false -> Over;
-                Rs -> Over#{rounds => list_to_integer(Rs)}
-            end,
-    maps:merge(maps:merge(Base, Mode), Over2).
+    %% integer overrides, for trying a change: KV_BENCH_LOOKUP_MS a longer (or
+    %% shorter) lookup point, KV_BENCH_ROUNDS how many interleaved rounds it
+    %% is cut into
+    Over = maps:from_list([{K, list_to_integer(V)}
+                           || {Var, K} <- [{"KV_BENCH_LOOKUP_MS", lookup_ms},
+                                           {"KV_BENCH_ROUNDS", rounds}],
+                              (V = os:getenv(Var, "")) =/= ""]),
+    maps:merge(maps:merge(Base, Mode), Over).
 
 run(C) ->
     case os:getenv("KV_BENCH_ONLY", "") of
@@ -398,12 +395,12 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     Sg1 = segs(Port),
     D = fun(F) -> maps:get(F, Io1, 0) - maps:get(F, Io0, 0) end,
     CD = fun(F) -> maps:get(F, CIo1, 0) - maps:get(F, CIo0, 0) end,
+    {CU, CS, CR, CW} = {CU1 - CU0, CS1 - CS0, CD(syscr), CD(syscw)},
     SD = fun(F) -> maps:get(F, Sg1, 0) - maps:get(F, Sg0, 0) end,
     R#{cpu_s => (U1 + S1) - (U0 + S0), usr_s => U1 - U0, sys_s => S1 - S0,
-       client_s => (CU1 + CS1) - (CU0 + CS0), cli_usr_s => CU1 - CU0, cli_sys_s => CS1 - CS0,
+       client_s => CU + CS, cli_usr_s => CU, cli_sys_s => CS,
        rchar => D(rchar), wchar => D(wchar),
-       srv_sysc => D(syscr) + D(syscw), cli_sysc => CD(syscr) + CD(syscw),
-       cli_sysr => CD(syscr), cli_sysw => CD(syscw),
+       srv_sysc => D(syscr) + D(syscw), cli_sysc => CR + CW, cli_sysr => CR, cli_sysw => CW,
        srv_csw => Cs1 - Cs0, cli_csw => CCs1 - CCs0,
        srv_segs_out => SD(segs_out), srv_segs_in => SD(segs_in),
        srv_dsegs_out => SD(data_segs_out), srv_dsegs_in => SD(data_segs_in),
@@ -1069,7 +1066,7 @@ thousands(N) -> integer_to_list(N).
 
 table(C) ->
     Head = "| metric | kv_cnode | BEAM | BEAM +sbwt none | C/BEAM | C/BEAM +sbwt none | floor "
-           "| kv_cnode " ++ lists:join(" ", alt_args()) ++ " | C0/BEAM +sbwt none |\n"
+           "| " ++ label(c_nospin) ++ " | C0/BEAM +sbwt none |\n"
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     Rows = [begin
                 [Cv, Bv, Nv, C0] = [val(R#row.key, S) || S <- ?SERVERS ++ [c_nospin]],

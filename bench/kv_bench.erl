@@ -18,6 +18,9 @@
 %% the lookup points also run kv_cnode without its busy wait (the
 %% counterpart of the baseline's +sbwt none)
 -define(LOOKUP_SERVERS, [c, c_nospin, beam, beam_nosbwt]).
+%% the round-by-round ratios reported (paired/2): kv_cnode to each
+%% baseline, the baselines to each other, kv_cnode to its second column
+-define(PAIRS, [{c, beam}, {c, beam_nosbwt}, {beam, beam_nosbwt}, {c, c_nospin}]).
 -define(NOSBWT, ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]).
 
 %% ------------------------------------------------------------------ main
@@ -344,6 +347,8 @@ lookups(K, Names, C) ->
             || Round <- lists:seq(1, R), S <- ?LOOKUP_SERVERS],
     [store_agg(fun(M) -> {lookup, K, M, S} end, [X || {S1, X} <- Runs, S1 =:= S])
      || S <- ?LOOKUP_SERVERS],
+    seg_log(K, Runs),
+    K > 1 andalso paired(K, Runs),
     Cs = [X || {c, X} <- Runs],
     case K of
         1 ->
@@ -352,6 +357,39 @@ lookups(K, Names, C) ->
             put_res({frame, rep}, round(lists:sum([maps:get(wchar, X) || X <- Cs]) / N));
         _ -> ok
     end.
+
+%% KV_BENCH_SEGLOG=1: one line per segment (server, calls/s, client and
+%% server CPU per call), for paired comparisons round by round.
+seg_log(K, Runs) ->
+    case os:getenv("KV_BENCH_SEGLOG", "0") of
+        "1" ->
+            [io:format("bench: seg x~b ~s calls_s ~.1f client_us ~.2f server_us ~.2f~n",
+                       [K, S, maps:get(calls, X) / maps:get(wall_s, X),
+                        maps:get(client_s, X) * 1.0e6 / maps:get(calls, X),
+                        maps:get(cpu_s, X) * 1.0e6 / maps:get(calls, X)])
+             || {S, X} <- Runs],
+            ok;
+        _ -> ok
+    end.
+
+%% Round-by-round ratios of kv_cnode to each baseline (rounds interleave
+%% the servers, so each pair shares its stretch of machine load): median
+%% and quartiles, beside the totals-over-totals ratios of the table.  The
+%% two baselines against each other show the spread of equal-speed servers.
+paired(K, Runs) ->
+    Per = fun(S) -> [X || {S1, X} <- Runs, S1 =:= S] end,
+    Rate = fun(X) -> maps:get(calls, X) / maps:get(wall_s, X) end,
+    Cli = fun(X) -> maps:get(client_s, X) / maps:get(calls, X) end,
+    [begin
+         As = Per(A), Bs = Per(B),
+         [put_res({paired, K, M, A, B}, quart(lists:sort([F(X) / F(Y) || {X, Y} <- lists:zip(As, Bs)])))
+          || {M, F} <- [{calls_s, Rate}, {client_us, Cli}]]
+     end || {A, B} <- ?PAIRS],
+    ok.
+
+quart(L) ->
+    T = list_to_tuple(L),
+    {pct(T, 0.25), pct(T, 0.5), pct(T, 0.75), length(L)}.
 
 %% Segments of one point -> results under Key(Metric).
 store_agg(Key, Rs) ->
@@ -383,12 +421,14 @@ lookup_seg(Node, Names, K, DurMs, WarmMs, OsPid) ->
     %% process and output do not fall into the client's or server's CPU
     Port = dist_port(Node),
     Sg0 = segs(Port),
+    Perf = perf_start(Node, K, Me),
     Cs0 = ctxsw(OsPid), CCs0 = ctxsw(Me),
     {U0, S0} = cpu_us_sys(OsPid), Io0 = proc_io(OsPid), {CU0, CS0} = cpu_us_sys(Me), CIo0 = proc_io(Me),
     Msacc = os:getenv("KV_BENCH_MSACC", "0") =:= "1",
     Msacc andalso msacc:reset(),
     Msacc andalso msacc:start(),
     R = callers(K, tuple_size(Names), DurMs, Op),
+    perf_stop(Perf, maps:get(calls, R)),
     Msacc andalso msacc_note(Node, K, maps:get(calls, R)),
     {U1, S1} = cpu_us_sys(OsPid), Io1 = proc_io(OsPid), {CU1, CS1} = cpu_us_sys(Me), CIo1 = proc_io(Me),
     Cs1 = ctxsw(OsPid), CCs1 = ctxsw(Me),
@@ -422,6 +462,32 @@ msacc_note(Node, K, Calls) ->
     Parts = [io_lib:format("~s/~s ~.2f", [T, St, Us(V)])
              || {{T, St}, V} <- lists:sort(maps:to_list(Tot)), St =/= sleep, Us(V) >= 0.05],
     io:format("bench: msacc x~b ~s (us/call): ~s~n", [K, Node, lists:join(", ", Parts)]).
+
+%% KV_BENCH_PERF=DIR: `perf record` of the client node's own threads during
+%% one segment, into DIR/<node>-x<K>-<n>.data (one file per segment, the
+%% calls of each in <file>.calls), for comparing where the client's time
+%% goes against each server.  Not tabled: perf costs the machine time.
+perf_start(Node, K, Me) ->
+    case os:getenv("KV_BENCH_PERF", "") of
+        "" -> none;
+        Dir ->
+            [Short | _] = string:split(atom_to_list(Node), "@"),
+            N = erlang:unique_integer([positive]),
+            File = filename:join(Dir, io_lib:format("~s-x~b-~b.data", [Short, K, N])),
+            Port = open_port({spawn_executable, os:find_executable("perf")},
+                             [{args, ["record", "-q", "-g", "-F", "2999", "-p",
+                                      integer_to_list(Me), "-o", File]},
+                              exit_status, {line, 256}, stderr_to_stdout]),
+            {os_pid, P} = erlang:port_info(Port, os_pid),
+            timer:sleep(300),
+            {Port, P, File}
+    end.
+
+perf_stop(none, _) -> ok;
+perf_stop({Port, P, File}, Calls) ->
+    os:cmd("kill -INT " ++ integer_to_list(P)),
+    receive {Port, {exit_status, _}} -> ok after 20000 -> ok end,
+    file:write_file(File ++ ".calls", integer_to_list(Calls)).
 
 %% The server's distribution listen port (epmd), whose accepted sockets are
 %% the connections this node drives it through.
@@ -1214,6 +1280,27 @@ bound_lines() ->
         Ls -> ["\n## What bounds the ratios (same run)\n\n", Ls]
     end.
 
+%% The per-round ratios (paired/2) as a table: median (quartiles).
+paired_lines() ->
+    Rows = [{K, M, A, B, Q} || K <- [16, 64], M <- [calls_s, client_us],
+                               {A, B} <- ?PAIRS,
+                               {_, _, _, _} = Q <- [get_res({paired, K, M, A, B})]],
+    Name = fun(calls_s) -> "calls/s"; (client_us) -> "client node CPU per call" end,
+    case Rows of
+        [] -> [];
+        _ ->
+            ["\n## Round by round (same run)\n\n"
+             "Each lookup point runs its servers in interleaved rounds; these are the ratios "
+             "of the rounds taken pair by pair, median (quartiles).  The two baselines "
+             "against each other show how far two servers of equal speed drift apart; "
+             "kv_cnode against its second column is the A/B of KV_BENCH_ALT_ARGS.\n\n"
+             "| metric | ratio | median | quartiles | rounds |\n|---|---|---:|---:|---:|\n",
+             [io_lib:format("| lookup x~b ~s | ~s / ~s | ~s | ~s-~s | ~b |~n",
+                            [K, Name(M), label(A), label(B), fmt_ratio(Md), fmt_ratio(Q1),
+                             fmt_ratio(Q3), N])
+              || {K, M, A, B, {Q1, Md, Q3, N}} <- Rows]]
+    end.
+
 report(C) ->
     Date = string:trim(os:cmd("date -u '+%Y-%m-%d %H:%M UTC'")),
     Cores = string:trim(os:cmd("nproc")),
@@ -1253,7 +1340,7 @@ report(C) ->
           "\n## Targets (issue 5)\n\n| target | value | limit | status |\n|---|---:|---:|---|\n",
           target_lines(C),
           "\n## Targets (issue 13)\n\n| target | value | limit | status |\n|---|---:|---:|---|\n",
-          target_lines_of(targets13()), bound_lines(),
+          target_lines_of(targets13()), bound_lines(), paired_lines(),
           case Notes of [] -> []; _ -> ["\n## Notes\n\n", Notes] end],
     Text = iolist_to_binary(Md),
     io:put_chars(Text),

@@ -98,6 +98,12 @@ run(C) ->
             one_scheduler(C, Names),
             scenario(done),
             ok;
+        "buckets" ->
+            _ = start_servers(C),
+            scenario(buckets),
+            [bucket(S, Size, C) || Size <- [100, 100 * 1024], S <- ?SERVERS],
+            scenario(done),
+            ok;
         "register" ->
             _ = start_servers(C),
             scenario(register_death),
@@ -303,7 +309,9 @@ port_wait(Parent, Port, OsPid, Acc) ->
 
 port_loop(Port, OsPid, Acc, Status) ->
     receive
-        {Port, {data, {_, L}}} -> port_loop(Port, OsPid, last([L | Acc]), Status);
+        {Port, {data, {_, L}}} ->
+            keep_line(OsPid, L),
+            port_loop(Port, OsPid, last([L | Acc]), Status);
         {Port, {exit_status, S}} -> port_loop(Port, OsPid, Acc, {exited, S});
         {stop, From} when Status =:= undefined ->
             os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
@@ -316,6 +324,15 @@ port_loop(Port, OsPid, Acc, Status) ->
     end.
 
 last(L) -> lists:sublist(L, 40).
+
+%% KV_BENCH_CNODE_LOG=FILE: every line kv_cnode prints after it is ready,
+%% stamped with the run's elapsed seconds, appended to FILE (with
+%% KV_BENCH_CNODE_ARGS="--log-level debug": its coalescing decisions).
+keep_line(OsPid, L) ->
+    case os:getenv("KV_BENCH_CNODE_LOG", "") of
+        "" -> ok;
+        F -> file:write_file(F, io_lib:format("~.3f ~b ~s~n", [elapsed_s(), OsPid, L]), [append])
+    end.
 
 stop_port(Owner) ->
     Owner ! {stop, self()},

@@ -1252,7 +1252,7 @@ bound_lines() ->
                                 "~s of the +sbwt none baseline's total (~s us); its user time is ~s us "
                                 "(~s instructions per lookup).  The floor server spends ~s us of system "
                                 "time per round trip.~n",
-                                [F(Sy), R(Sy / Bc), F(Bc), F(Us), F(get_res(ir_per_lookup)),
+                                [F(Sy), R(Sy / Bc), F(Bc), F(Us), F(get_res(ir_per_lookup_x16)),
                                  F(get_res({floor, sys_us}))])];
              _ -> []
          end,

@@ -37,7 +37,9 @@
 #define COAL_START_LEVEL 2  /* the first sleep tried: max/4 */
 #define COAL_MIN_WORK 64    /* less than this on in a measurement: too idle to judge */
 #define COAL_GAIN_PCT 110   /* on wins with >= 110% of off's work rate, */
-#define COAL_SAME_PCT 90    /* or with >= 90% of it ... */
+#define COAL_SAME_PCT 97    /* or with >= 97% of it (as much, within the
+                               slices' noise: one caller's latency is not
+                               traded for CPU) ... */
 #define COAL_CPU_PCT 70     /* ... at <= 70% of off's CPU per unit of work */
 #define COAL_CLEAR_PCT 90   /* off wins clearly: on < 90% of its rate */
 

@@ -111,7 +111,7 @@ static void test_one_caller_stays_off(void **state)
 
 /* One caller again, where a short sleep costs only 5% of the rate for a
  * third of the CPU: still off.  Seen in a full bench run: a one-caller
- * bucket point measured 0.93 of the rate at a 25 µs sleep, which the 90%
+ * 100 KB bucket put point measured 0.93 of the rate at a 25 µs sleep, which the 90%
  * rule of old turned on. */
 static const struct load one_cheap = {{100, 96, 95, 95, 94, 93},
                                       {900000, 300000, 300000, 300000, 300000, 300000}};

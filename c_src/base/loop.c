@@ -293,14 +293,17 @@ int loop_run(struct loop *l)
             cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
         }
         bool measuring = l->coal.phase == COAL_MEASURE;
+        uint8_t level = l->coal.level;
         uint32_t coal_us = coal_turn(&l->coal, l->now, l->work, cpu);
-        if (measuring && l->coal.phase == COAL_STEADY)
-            LOGD("coalescing: %s %u us (measured off %llu units in %llu ms, on at %u us %llu in %llu ms)",
+        if (measuring && l->coal.phase == COAL_STEADY) {
+            /* the measurement that set the level: its neighbour's, if it moved */
+            const struct coal_epoch *best = &l->coal.m[l->coal.level == level ? COAL_ON : COAL_NEXT];
+            LOGD("coalescing: %s %u us (measured off %llu units in %llu ms, %u us %llu in %llu ms)",
                  coal_us ? "on," : "off; best sleep", coal_level_us(&l->coal, l->coal.level),
                  (unsigned long long)l->coal.m[COAL_OFF].work,
                  (unsigned long long)l->coal.m[COAL_OFF].dur, coal_level_us(&l->coal, l->coal.level),
-                 (unsigned long long)l->coal.m[COAL_ON].work,
-                 (unsigned long long)l->coal.m[COAL_ON].dur);
+                 (unsigned long long)best->work, (unsigned long long)best->dur);
+        }
         l->work = 0;
         if (coal_us && l->active && timeout != 0) {
             /* Coalescing (coal.h): sleep, not epoll_wait, so that a peer

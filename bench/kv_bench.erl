@@ -496,8 +496,15 @@ perf_start(Node, K, Me) ->
                                       integer_to_list(Me), "-o", File]},
                               exit_status, {line, 256}, stderr_to_stdout]),
             {os_pid, P} = erlang:port_info(Port, os_pid),
-            timer:sleep(300),
+            %% perf writes its file's header once it has attached
+            wait_for_file(File, erlang:monotonic_time(millisecond) + 5000),
             {Port, P, File}
+    end.
+
+wait_for_file(File, Deadline) ->
+    case filelib:file_size(File) > 0 orelse erlang:monotonic_time(millisecond) > Deadline of
+        true -> ok;
+        false -> timer:sleep(20), wait_for_file(File, Deadline)
     end.
 
 perf_stop(none, _) -> ok;

@@ -101,7 +101,7 @@ run(C) ->
         "buckets" ->
             _ = start_servers(C),
             scenario(buckets),
-            [bucket(S, Size, C) || Size <- [100, 100 * 1024], S <- ?SERVERS],
+            buckets(C),
             scenario(done),
             ok;
         "register" ->
@@ -168,7 +168,7 @@ run_all(C) ->
     raw_floor(C),
 
     scenario(buckets),
-    [bucket(S, Size, C) || Size <- [100, 100 * 1024], S <- ?SERVERS],
+    buckets(C),
 
     scenario(register_death),
     [death(S, maps:get(death_n, C)) || S <- ?SERVERS],
@@ -381,9 +381,7 @@ seg_log(K, Runs) ->
     case os:getenv("KV_BENCH_SEGLOG", "0") of
         "1" ->
             [io:format("bench: seg x~b ~s calls_s ~.1f client_us ~.2f server_us ~.2f~n",
-                       [K, S, maps:get(calls, X) / maps:get(wall_s, X),
-                        maps:get(client_s, X) * 1.0e6 / maps:get(calls, X),
-                        maps:get(cpu_s, X) * 1.0e6 / maps:get(calls, X)])
+                       [K, S, seg_rate(X), seg_us(client_s, X), seg_us(cpu_s, X)])
              || {S, X} <- Runs],
             ok;
         _ -> ok
@@ -395,14 +393,16 @@ seg_log(K, Runs) ->
 %% two baselines against each other show the spread of equal-speed servers.
 paired(K, Runs) ->
     Per = fun(S) -> [X || {S1, X} <- Runs, S1 =:= S] end,
-    Rate = fun(X) -> maps:get(calls, X) / maps:get(wall_s, X) end,
-    Cli = fun(X) -> maps:get(client_s, X) / maps:get(calls, X) end,
     [begin
          As = Per(A), Bs = Per(B),
          [put_res({paired, K, M, A, B}, quart(lists:sort([F(X) / F(Y) || {X, Y} <- lists:zip(As, Bs)])))
-          || {M, F} <- [{calls_s, Rate}, {client_us, Cli}]]
+          || {M, F} <- [{calls_s, fun seg_rate/1}, {client_us, fun(X) -> seg_us(client_s, X) end}]]
      end || {A, B} <- ?PAIRS],
     ok.
+
+%% One segment's calls/s, and µs of a CPU field (seconds) per call.
+seg_rate(X) -> maps:get(calls, X) / maps:get(wall_s, X).
+seg_us(F, X) -> maps:get(F, X) * 1.0e6 / maps:get(calls, X).
 
 quart(L) ->
     T = list_to_tuple(L),
@@ -584,6 +584,8 @@ pct(T, _) when tuple_size(T) =:= 0 -> undefined;
 pct(T, P) -> element(max(1, ceil(P * tuple_size(T))), T).
 
 to_us(Native) -> Native * 1.0e6 / erlang:convert_time_unit(1, second, native).
+
+buckets(C) -> [bucket(S, Size, C) || Size <- [100, 100 * 1024], S <- ?SERVERS].
 
 %% One caller: {put,K,V} then {get,K} over 64 keys, Size-byte values.
 bucket(S, Size, C) ->

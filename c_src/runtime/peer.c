@@ -247,8 +247,9 @@ bool node_get_ref(struct node *n, struct cur *c, struct eref *r)
     if (cur_u8(&t, &tag) && tag == ERL_NEWER_REFERENCE_EXT && cur_n16(&t, &len) && len >= 1 &&
         len <= 5 && match_node_atom(n, &t, &r->node) && cur_span(&t, 4 + 4 * (size_t)len, &f)) {
         r->creation = get_n32(f.p);
-        for (int i = 0; i < 5; i++)
-            r->w[i] = i < len ? get_n32(f.p + 4 + 4 * i) : 0;
+        memset(r->w, 0, sizeof r->w);
+        for (int i = 0; i < len; i++)
+            r->w[i] = get_n32(f.p + 4 + 4 * i);
         r->len = (uint8_t)len;
         *c = t;
         return true;

@@ -325,6 +325,88 @@ static void test_templates(void **state)
     ac_del(plain);
 }
 
+/* ac_frame_rewrite, the form conn.c sends our frames in, against
+ * ac_frame_out on a cache that walks everything: the same bytes at out,
+ * whether a template hit writes them straight into the room before the
+ * frame, gathers the varying runs first (no room), or grows a buffer
+ * whose consumed prefix buf_reserve compacts away (a header form longer
+ * than the frame: many one-letter atoms, each a ref plus a header byte). */
+static void put_rw_frame(struct buf *b, int kind, uint8_t n1, uint8_t n2)
+{
+    static const uint8_t pid[] = {88, 119, 6, 'p', 'e', 'e', 'r', '@', 'h', 0, 0, 0, 9,
+                                  0, 0, 0, 0, 0, 0, 0, 1};
+    buf_put(b, "p\x83", 2);
+    if (kind == 0) { /* ALIAS_SEND-like: {33, Pid, Ref} {Ref-ish, {ok, Pid}} */
+        buf_put(b, "\x68\x03\x61\x21", 4);
+        buf_put(b, pid, sizeof pid);
+        b->data[b->len - 9] = n1;
+        buf_put(b, "\x5a\x00\x02\x77\x06peer@h\0\0\0\x01\0\0\0\x07\0\0\0", 22);
+        buf_put_u8(b, n2);
+        buf_put(b, "\x83\x68\x02\x77\x02ok", 7);
+        buf_put(b, pid, sizeof pid);
+        b->data[b->len - 5] = n2;
+    } else { /* 24 one-letter atoms and a number */
+        buf_put(b, "\x68\x19", 2);
+        for (int i = 0; i < 24; i++) {
+            uint8_t at[3] = {119, 1, (uint8_t)('a' + i)};
+            buf_put(b, at, 3);
+        }
+        buf_put_u8(b, 97);
+        buf_put_u8(b, n1);
+    }
+}
+
+static void test_rewrite_in_place(void **state)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        for (int how = 0; how < 3; how++) {
+            struct ac *a = ac_new(), *plain = ac_new();
+            plain->tpl_off = true;
+            for (int round = 0; round < 4; round++) {
+                struct buf ref;
+                buf_init(&ref);
+                put_rw_frame(&ref, kind, (uint8_t)(round * 3), (uint8_t)(0x40 + round));
+                struct span h, t;
+                assert_true(ac_frame_out(plain, ref.data, ref.len, &h, &t));
+                struct buf b;
+                buf_init(&b);
+                size_t out = 0, room = how == 0 ? AC_OUT_ROOM : 0;
+                if (how == 2) { /* a consumed prefix, no spare capacity */
+                    buf_put(&b, "0123456789012345678901234567890123456789", 40);
+                    buf_consume(&b, 37);
+                    out = 40;
+                }
+                assert_true(buf_reserve(&b, room));
+                b.len += room;
+                size_t in = b.len;
+                put_rw_frame(&b, kind, (uint8_t)(round * 3), (uint8_t)(0x40 + round));
+                if (how == 2)
+                    b.cap = b.len; /* growing must compact (or move) it */
+                size_t off = b.off;
+                assert_true(ac_frame_rewrite(a, &b, out, in));
+                out -= off - b.off;
+                assert_int_equal(b.len - out, h.n + t.n);
+                assert_memory_equal(b.data + out, h.p, h.n);
+                assert_memory_equal(b.data + out + h.n, t.p, t.n);
+                if (how == 2)
+                    assert_memory_equal(b.data + b.off, "789", 3);
+                /* the long form did move the prefix down */
+                if (how == 2 && kind == 1 && round > 0)
+                    assert_int_equal(b.off, 0);
+                buf_free(&b);
+                buf_free(&ref);
+            }
+            /* rounds 1-3 were template hits */
+            int made = 0;
+            for (int i = 0; i < AC_TPL; i++)
+                made += a->otpl[i].n != 0;
+            assert_int_equal(made, 1);
+            ac_del(a);
+            ac_del(plain);
+        }
+    }
+}
+
 /* A frame: header bytes then terms {1, <atom ref 0>} style. */
 static int feed(struct ac *a, const uint8_t *p, size_t n, const char **why)
 {
@@ -549,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_limits_and_funs),
         cmocka_unit_test(test_templates),
+        cmocka_unit_test(test_rewrite_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

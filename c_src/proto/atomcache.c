@@ -594,13 +594,13 @@ int ac_frame_in(struct ac *a, const uint8_t *p, size_t n, const struct term_limi
     int ti = tpl_find(a, a->tpl, a->in_gen, p, n, lim->max_depth, lim->max_terms, max);
     a->tpl_cur = (int8_t)ti;
     if (ti >= 0) {
-        const struct ac_tpl *t = &a->tpl[ti];
-        buf_reset(o);
-        if (!tpl_apply(t, p, o)) {
-            *why = "out of memory";
-            return -1;
-        }
-        out->body.p = o->data;
+        /* the template's own output with this frame's numbers patched in:
+         * every other byte of it is this frame's already, so nothing is
+         * copied but the runs (valid, like scratch, until the next call) */
+        struct ac_tpl *t = &a->tpl[ti];
+        for (uint32_t i = 0; i < t->nrun; i++)
+            copy_small(t->out + t->run[i].out, p + t->run[i].in, t->run[i].len);
+        out->body.p = t->out;
         out->body.n = t->outlen;
         out->ctl_len = t->ctl_len;
         out->fields = t->fields;
@@ -693,32 +693,21 @@ int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_
     }
     struct ac_tpl *t = a->tpl_cur >= 0 ? &a->tpl[a->tpl_cur] : NULL;
     int op = t ? op_byte(f->body) : -1;
-    struct span *sp[5] = {&m->from, &m->to, &m->ref, &m->reason, &m->msg};
-    for (uint8_t d = 0; op >= 0 && d < t->ndec; d++) {
-        if (t->dec[d].op != op)
-            continue;
-        m->op = op;
-        m->kind = (enum dist_kind)t->dec[d].kind;
-        m->id = 0;
-        m->has_id = false;
-        for (int i = 0; i < 5; i++) {
-            uint16_t len = t->dec[d].len[i];
-            sp[i]->p = len ? f->body.p + t->dec[d].off[i] : NULL;
-            sp[i]->n = len;
-        }
-        return 0;
-    }
+    if (op >= 0 && f->body.p == t->out) /* a hit: its spans are the template's */
+        for (uint8_t d = 0; d < t->ndec; d++)
+            if (t->dec[d].op == op) {
+                *m = t->dec[d];
+                return 0;
+            }
     if (dist_decode_walked(f->body.p, f->body.n, f->ctl_len, &f->fields, m, why) < 0)
         return -1;
     if (op < 0 || op != m->op || m->has_id || t->ndec >= 2)
         return 0; /* an unlink id is a value: decoded every time */
-    t->dec[t->ndec].op = (uint8_t)op;
-    t->dec[t->ndec].kind = (uint8_t)m->kind;
-    for (int i = 0; i < 5; i++) {
-        t->dec[t->ndec].off[i] = sp[i]->n ? (uint16_t)(sp[i]->p - f->body.p) : 0;
-        t->dec[t->ndec].len[i] = (uint16_t)sp[i]->n;
-    }
-    t->ndec++;
+    struct dist_msg *x = &t->dec[t->ndec++];
+    *x = *m;
+    struct span *sp[5] = {&x->from, &x->to, &x->ref, &x->reason, &x->msg};
+    for (int i = 0; i < 5; i++)
+        sp[i]->p = sp[i]->n ? t->out + (sp[i]->p - f->body.p) : NULL;
     return 0;
 }
 
@@ -732,6 +721,69 @@ static bool rw_out(struct rw *w)
         if (!cur_u8(&w->c, &b) || b != T_VERSION || !rw_term(w))
             return false;
     return cur_left(&w->c) == 0;
+}
+
+static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
+                           struct span *terms);
+
+/* A template hit for our frame at b->data[in..len), written at out (b's
+ * data may move down by its consumed offset, as in buf_reserve).  With
+ * room for the header form before the frame (in - out >= its size) it is
+ * written straight there; else the varying runs are gathered first (the
+ * header form overwrites the bytes they come from).  1 done, 0 no
+ * template, -1 no memory (b unchanged). */
+static int frame_out_tpl(struct ac *a, struct buf *b, size_t out, size_t in)
+{
+    const uint8_t *p = b->data + in;
+    size_t n = b->len - in;
+    int ti = tpl_find(a, a->otpl, a->out_gen, p, n, 0, 0, SIZE_MAX);
+    if (ti < 0)
+        return 0;
+    const struct ac_tpl *t = &a->otpl[ti];
+    size_t hn = a->otpl_hdrlen[ti], total = hn + t->outlen;
+    uint8_t *d = b->data + out;
+    if (in - out >= total) {
+        memcpy(d, a->otpl_hdr[ti], hn);
+        memcpy(d + hn, t->out, t->outlen);
+        for (uint32_t i = 0; i < t->nrun; i++)
+            copy_small(d + hn + t->run[i].out, p + t->run[i].in, t->run[i].len);
+        b->len = out + total;
+        return 1;
+    }
+    uint8_t runs[AC_TPL_IN]; /* runs lie inside the n <= AC_TPL_IN body */
+    size_t k = 0;
+    for (uint32_t i = 0; i < t->nrun; i++) {
+        copy_small(runs + k, p + t->run[i].in, t->run[i].len);
+        k += t->run[i].len;
+    }
+    size_t off = b->off;
+    if (out + total > b->len && !buf_reserve(b, out + total - b->len))
+        return -1;
+    out -= off - b->off; /* buf_reserve may have compacted b */
+    d = b->data + out;
+    memcpy(d, a->otpl_hdr[ti], hn);
+    memcpy(d + hn, t->out, t->outlen);
+    k = 0;
+    for (uint32_t i = 0; i < t->nrun; i++) {
+        copy_small(d + hn + t->run[i].out, runs + k, t->run[i].len);
+        k += t->run[i].len;
+    }
+    b->len = out + total;
+    return 1;
+}
+
+bool ac_frame_rewrite(struct ac *a, struct buf *b, size_t out, size_t in)
+{
+    if (out > in || in > b->len)
+        return false;
+    int r = frame_out_tpl(a, b, out, in);
+    if (r != 0)
+        return r > 0;
+    struct span hdr, terms;
+    if (!frame_out_walk(a, b->data + in, b->len - in, &hdr, &terms))
+        return false;
+    b->len = out;
+    return buf_put(b, hdr.p, hdr.n) && buf_put(b, terms.p, terms.n);
 }
 
 bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
@@ -752,6 +804,15 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
         terms->n = 0;
         return true;
     }
+    return frame_out_walk(a, p, n, hdr, terms);
+}
+
+/* ac_frame_out past the templates: the walk, and a template made of it. */
+static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
+                           struct span *terms)
+{
+    struct buf *out = &a->hdr;
+    buf_reset(out);
     bool ok = false, any_new = false;
     a->nrefs = 0;
     buf_reset(&a->oscratch);

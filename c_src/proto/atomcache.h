@@ -76,13 +76,10 @@ struct ac_tpl {
     size_t ctl_len;
     struct term_marks fields;
     /* in: what dist_decode_walked made of the output, per operation byte
-     * (monitor and demonitor frames share a template): spans as offsets */
+     * (monitor and demonitor frames share a template), its spans pointing
+     * into out (a hit's body is out itself, patched in place) */
     uint8_t ndec;
-    struct {
-        uint8_t op;
-        uint8_t kind;
-        uint16_t off[5], len[5]; /* from, to, ref, reason, msg */
-    } dec[2];
+    struct dist_msg dec[2];
     uint8_t in[AC_TPL_IN];   /* the body */
     uint8_t mask[AC_TPL_IN]; /* 0xff where a body must equal it, 0 in a run */
     uint8_t out[AC_TPL_OUT];
@@ -138,7 +135,7 @@ long ac_decode_header(struct ac *a, const uint8_t *p, size_t n, struct ac_refs *
  * the result.  0 with *out filled for dist_decode_walked (the body valid
  * until the next call), or -1 with *why. */
 struct ac_in {
-    struct span body;         /* into a->scratch */
+    struct span body;         /* into a: scratch, or a template's output */
     size_t ctl_len;           /* the control term's length, its 131 included */
     struct term_marks fields; /* where the control tuple's elements start in body */
 };
@@ -162,5 +159,13 @@ int ac_frame_decode(struct ac *a, const uint8_t *p, size_t n, const struct term_
  * body that is not ours to rewrite (nothing in a->out then relies on it). */
 bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
                   struct span *terms);
+/* ac_frame_out for the pass-through body at b->data[in..len), the result
+ * written at b->data[out] (out <= in; b->len moved to its end).  A
+ * template hit writes the header form there directly, and copies only the
+ * varying runs when in - out >= AC_OUT_ROOM (the frame was begun that far
+ * past out); a miss is walked and copied back.  Growing b may compact it
+ * (buf_reserve): positions move down by the b->off it had.  false as above. */
+#define AC_OUT_ROOM (AC_TPL_HDR + AC_TPL_OUT)
+bool ac_frame_rewrite(struct ac *a, struct buf *b, size_t out, size_t in);
 
 #endif

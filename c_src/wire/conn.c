@@ -399,9 +399,20 @@ static void queue_done(struct conn *c, struct oq *q)
 
 struct buf *conn_frame_buf(struct conn *c)
 {
-    struct buf *b = queue_buf(c, frame_queue(c));
-    if (b)
-        c->frame_start = b->len;
+    struct oq *q = frame_queue(c);
+    struct buf *b = queue_buf(c, q);
+    if (!b)
+        return NULL;
+    c->frame_room = 0;
+    if (c->ac && q == &c->out) {
+        /* the frame is begun AC_OUT_ROOM past its place, so that its
+         * header form (frame_to_hdr) can be written there directly */
+        if (!buf_reserve(b, AC_OUT_ROOM + 256))
+            return NULL;
+        b->len += AC_OUT_ROOM;
+        c->frame_room = AC_OUT_ROOM;
+    }
+    c->frame_start = b->len;
     return b;
 }
 
@@ -409,24 +420,22 @@ static void free_queue(struct obuf *o);
 
 /* With the atom cache negotiated the peer reads every frame in the header
  * form: rewrite the pass-through frame at b[start..] in place. */
-static bool frame_to_hdr(struct ac *a, struct buf *b, size_t start)
+static bool frame_to_hdr(struct ac *a, struct buf *b, size_t start, size_t room)
 {
-    struct span hdr, terms;
-    if (b->len < start + 5 ||
-        !ac_frame_out(a, b->data + start + 4, b->len - start - 4, &hdr, &terms))
+    size_t at = start - room, off = b->off; /* where the frame goes, length first */
+    if (b->len < start + 5 || !ac_frame_rewrite(a, b, at + 4, start + 4))
         return false;
-    b->len = start + 4;
-    if (!buf_put(b, hdr.p, hdr.n) || !buf_put(b, terms.p, terms.n) ||
-        b->len - start - 4 > UINT32_MAX)
+    at -= off - b->off; /* a buf_reserve inside may have compacted b */
+    if (b->len - at - 4 > UINT32_MAX)
         return false;
-    put_n32(b->data + start, (uint32_t)(b->len - start - 4));
+    put_n32(b->data + at, (uint32_t)(b->len - at - 4));
     return true;
 }
 
 void conn_frame_done(struct conn *c)
 {
     struct oq *q = frame_queue(c);
-    if (c->ac && q == &c->out && !frame_to_hdr(c->ac, &q->tail->b, c->frame_start)) {
+    if (c->ac && q == &c->out && !frame_to_hdr(c->ac, &q->tail->b, c->frame_start, c->frame_room)) {
         conn_close(c, "cannot encode a frame for the atom cache");
         return;
     }
@@ -448,7 +457,7 @@ static bool pend_to_hdr(struct conn *to, struct oq *pend)
             long n = dist_cut(cur_ptr(&k), cur_left(&k), UINT64_MAX, &body);
             struct buf *b = n > 0 ? queue_buf(to, pend) : NULL;
             size_t start = b ? b->len : 0;
-            ok = b && buf_put(b, cur_ptr(&k), (size_t)n) && frame_to_hdr(to->ac, b, start);
+            ok = b && buf_put(b, cur_ptr(&k), (size_t)n) && frame_to_hdr(to->ac, b, start, 0);
             if (ok)
                 queue_done(to, pend);
             cur_skip(&k, n > 0 ? (size_t)n : cur_left(&k));

@@ -111,6 +111,7 @@ struct conn {
     bool over_cap;              /* output cap exceeded: close at turn end */
     struct ac *ac;              /* owned: atom caches, peers with DIST_HDR_ATOM_CACHE */
     size_t frame_start;         /* where conn_frame_buf's frame begins */
+    size_t frame_room;          /* bytes left before it for the header form */
 };
 
 /* Incoming TCP connection accepted by the owner from sa (IPv4 or IPv6). */

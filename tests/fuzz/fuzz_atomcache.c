@@ -7,6 +7,8 @@
  * dist_decode then accepts survives our own encoder: sent through a second
  * pair of caches it decodes again to a frame dist_decode accepts, of the
  * same length or shorter (Latin-1 atoms may come back in the UTF-8 form).
+ * ac_frame_rewrite on a twin of our sending cache (the frame in place,
+ * with and without room before it) gives the same bytes as ac_frame_out.
  * A second cache with the header memo and the frame templates off reads
  * the same stream: it must agree byte for byte (a template hit is exactly
  * what the walk would have made).  The walk inside ac_frame_in is dist_decode's: what
@@ -23,8 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint64_t max = 1u << 20;
     struct ac *in = malloc(sizeof *in), *me = malloc(sizeof *me), *peer = malloc(sizeof *peer);
     struct ac *slow = malloc(sizeof *slow), *wide = malloc(sizeof *wide);
+    struct ac *twin = malloc(sizeof *twin);
     static const struct term_limits wide_lim = {1u << 20, UINT64_MAX};
-    FZ_CHECK(in && me && peer && slow && wide);
+    FZ_CHECK(in && me && peer && slow && wide && twin);
+    ac_init(twin);
     ac_init(slow);
     slow->memo_off = true;
     slow->tpl_off = true;
@@ -91,6 +95,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_CHECK(ac_frame_out(me, buf_head(&plain), buf_avail(&plain), &hdr, &terms));
         buf_reset(&f);
         FZ_CHECK(buf_put(&f, hdr.p, hdr.n) && buf_put(&f, terms.p, terms.n));
+        struct buf place;
+        buf_init(&place);
+        size_t room = pos % 2 ? AC_OUT_ROOM : 0;
+        FZ_CHECK(buf_reserve(&place, room));
+        place.len = room;
+        FZ_CHECK(buf_put(&place, out.p, out.n));
+        FZ_CHECK(ac_frame_rewrite(twin, &place, 0, room));
+        FZ_CHECK(place.len == f.len && memcmp(place.data, f.data, f.len) == 0);
+        buf_free(&place);
         FZ_CHECK(ac_frame_in(peer, buf_head(&f), buf_avail(&f), &lim, max, &back, &why) == 0);
         FZ_CHECK(back.body.n <= buf_avail(&plain));
         FZ_CHECK(dist_decode_walked(back.body.p, back.body.n, back.ctl_len, &back.fields, &m,
@@ -103,6 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ac_free(peer);
     ac_free(slow);
     ac_free(wide);
+    ac_free(twin);
+    free(twin);
     free(slow);
     free(wide);
     free(in);

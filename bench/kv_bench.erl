@@ -842,6 +842,7 @@ callgrind(C) ->
                 {{ok, I1}, {ok, I2}, {ok, I3}} ->
                     put_res(ir_per_lookup, (I2 - I1) / N),
                     put_res(ir_per_create, (I3 - I1) / M),
+                    keep_profiles([F1, F2]),
                     annotate(C, F1, F2, N, "callgrind_lookup.txt",
                              io_lib:format("instructions per lookup (1 caller), by function: the "
                                            "difference between a run with ~b lookups and one with ~b, "
@@ -870,7 +871,8 @@ callgrind(C) ->
             end
     end.
 
-%% KV_BENCH_CG_KEEP=Dir keeps the raw x16 profiles there, for
+%% KV_BENCH_CG_KEEP=Dir keeps the raw lookup profiles there (cg.* one
+%% caller, cg16.* sixteen), for
 %% callgrind_annotate's line-level view (callgrind_annotate --auto=yes).
 keep_profiles(Fs) ->
     case os:getenv("KV_BENCH_CG_KEEP") of

@@ -382,9 +382,10 @@ static void test_rewrite_in_place(void **state)
                 put_rw_frame(&b, kind, (uint8_t)(round * 3), (uint8_t)(0x40 + round));
                 if (how == 2)
                     b.cap = b.len; /* growing must compact (or move) it */
-                size_t off = b.off;
-                assert_true(ac_frame_rewrite(a, &b, out, in));
+                size_t off = b.off, body;
+                assert_true(ac_frame_rewrite(a, &b, out, in, false, &body));
                 out -= off - b.off;
+                assert_int_equal(body, out);
                 assert_int_equal(b.len - out, h.n + t.n);
                 assert_memory_equal(b.data + out, h.p, h.n);
                 assert_memory_equal(b.data + out + h.n, t.p, t.n);
@@ -401,6 +402,125 @@ static void test_rewrite_in_place(void **state)
             for (int i = 0; i < AC_TPL; i++)
                 made += a->otpl[i].n != 0;
             assert_int_equal(made, 1);
+            ac_del(a);
+            ac_del(plain);
+        }
+    }
+}
+
+/* Frames with a big binary (>= AC_LAZY): ac_frame_rewrite leaves a big
+ * end where it is and writes only what precedes it, and copies anything
+ * that a ref, a dropped 131 or a fun's size follows.  Every shape against
+ * ac_frame_out on a walking cache, in every placement: room before the
+ * frame and leave to begin later (the end must not move), room only, none,
+ * and a header form longer than its frame in a buffer that must compact. */
+static void put_big(struct buf *b, size_t n, uint8_t fill)
+{
+    uint8_t h[5] = {109, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    buf_put(b, h, 5);
+    assert_true(buf_reserve(b, n));
+    memset(b->data + b->len, fill, n);
+    b->len += n;
+}
+
+static void put_big_frame(struct buf *b, int kind, uint8_t v)
+{
+    static const uint8_t pid[] = {88, 119, 6, 'p', 'e', 'e', 'r', '@', 'h', 0, 0, 0, 9,
+                                  0, 0, 0, 0, 0, 0, 0, 1};
+    buf_put(b, "p\x83", 2);
+    switch (kind) {
+    case 0: /* a reply: {33, Pid, Ref} {[alias|Ref], Big} - the binary ends it */
+    case 1: /* ... {Big, ok}: an atom after it */
+    case 2: /* two big binaries, then the end */
+        buf_put(b, "\x68\x03\x61\x21", 4);
+        buf_put(b, pid, sizeof pid);
+        buf_put(b, "\x5a\x00\x01\x77\x06peer@h\0\0\0\x01\0\0\0", 18);
+        buf_put_u8(b, v);
+        buf_put(b, "\x83\x68\x02", 3);
+        if (kind == 0) {
+            buf_put(b, "\x6c\0\0\0\x01\x77\x05" "alias\x68\x00", 14); /* [alias|{}] */
+            put_big(b, 3 * AC_LAZY, v);
+        } else if (kind == 1) {
+            put_big(b, AC_LAZY, v);
+            buf_put(b, "\x77\x02ok", 4);
+        } else {
+            put_big(b, AC_LAZY + 1, v);
+            put_big(b, 2 * AC_LAZY, (uint8_t)(v + 1));
+        }
+        break;
+    case 3: /* the binary in the control message, a payload after it (a 131 dropped) */
+        buf_put(b, "\x68\x02\x61\x02", 4);
+        put_big(b, AC_LAZY, v);
+        buf_put(b, "\x83\x61", 2);
+        buf_put_u8(b, v);
+        break;
+    case 4: { /* inside a fun's free variables: its Size follows it */
+        size_t fs = b->len;
+        buf_put(b, "\x70\0\0\0\0\x00", 6);
+        for (int i = 0; i < 16; i++)
+            buf_put_u8(b, (uint8_t)i);
+        buf_put(b, "\0\0\0\x01\0\0\0\x01", 8);
+        buf_put(b, "\x77\x04mod1\x61\x01\x61\x02", 10);
+        buf_put(b, pid, sizeof pid);
+        put_big(b, AC_LAZY, v);
+        put_n32(b->data + fs + 1, (uint32_t)(b->len - fs - 1));
+        break;
+    }
+    default: /* 24 one-letter atoms (a header form longer than they are), then the binary */
+        buf_put(b, "\x68\x19", 2);
+        for (int i = 0; i < 24; i++) {
+            uint8_t at[3] = {119, 1, (uint8_t)('a' + i)};
+            buf_put(b, at, 3);
+        }
+        put_big(b, 2 * AC_LAZY, v);
+        break;
+    }
+}
+
+static void test_rewrite_big_tail(void **state)
+{
+    for (int kind = 0; kind < 6; kind++) {
+        for (int how = 0; how < 4; how++) {
+            struct ac *a = ac_new(), *plain = ac_new();
+            plain->tpl_off = true;
+            for (int round = 0; round < 3; round++) {
+                struct buf ref, b;
+                buf_init(&ref);
+                buf_init(&b);
+                put_big_frame(&ref, kind, (uint8_t)(7 + round));
+                struct span h, t;
+                assert_true(ac_frame_out(plain, ref.data, ref.len, &h, &t));
+                size_t out = 0, room = how <= 1 ? AC_OUT_ROOM : 0;
+                if (how == 3) { /* a consumed prefix, no spare capacity */
+                    buf_put(&b, "0123456789012345678901234567890123456789", 40);
+                    buf_consume(&b, 37);
+                    out = 40;
+                }
+                assert_true(buf_reserve(&b, room));
+                b.len += room;
+                size_t in = b.len;
+                put_big_frame(&b, kind, (uint8_t)(7 + round));
+                if (how == 3)
+                    b.cap = b.len;
+                size_t off = b.off, end = b.len, body;
+                bool may_move = how == 0;
+                assert_true(ac_frame_rewrite(a, &b, out, in, may_move, &body));
+                out -= off - b.off;
+                assert_int_equal(b.len - body, h.n + t.n);
+                assert_memory_equal(b.data + body, h.p, h.n);
+                assert_memory_equal(b.data + body + h.n, t.p, t.n);
+                if (may_move && (kind == 0 || kind == 2 || kind == 5)) {
+                    /* its big end stayed: the frame ends where it ended */
+                    assert_true(body > out);
+                    assert_int_equal(b.len, end);
+                } else {
+                    assert_int_equal(body, out);
+                }
+                if (how == 3)
+                    assert_memory_equal(b.data + b.off, "789", 3);
+                buf_free(&b);
+                buf_free(&ref);
+            }
             ac_del(a);
             ac_del(plain);
         }
@@ -632,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_limits_and_funs),
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_rewrite_in_place),
+        cmocka_unit_test(test_rewrite_big_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

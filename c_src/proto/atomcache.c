@@ -32,6 +32,7 @@ void ac_init(struct ac *a)
     buf_init(&a->hdr);
     memset(a->slot_ref, 0xff, sizeof a->slot_ref);
     a->tpl_cur = -1;
+    a->lazy = AC_LAZY;
 }
 
 static void free_slots(struct ac_atom *s)
@@ -177,6 +178,14 @@ struct rw {
     struct ac *ac;              /* the caches and per-frame refs */
     const char *why;
     struct term_vary vary;      /* numbers and binary contents, for templates */
+    /* Deferred copying: a verbatim piece of at least lazy bytes (a big
+     * binary) is not copied; while only verbatim pieces follow it, output
+     * [d_out, ol) stays input [d_in, ...).  Anything else copies it first
+     * (materialize).  At the end a deferred run is the frame's tail, left
+     * where it is (ac_frame_rewrite).  lazy SIZE_MAX: copy everything. */
+    size_t lazy;
+    bool defer;
+    size_t d_in, d_out;
 };
 
 #define RW_INLINE static inline __attribute__((always_inline))
@@ -194,8 +203,42 @@ RW_INLINE void rw_vary(struct rw *w, size_t skip, size_t len)
     v->n++;
 }
 
+/* The deferred run copied out, so that what follows may differ. */
+static void materialize(struct rw *w)
+{
+    if (w->defer) {
+        memcpy(w->o + w->d_out, w->c.p + w->d_in, w->ol - w->d_out);
+        w->defer = false;
+    }
+}
+
+/* Bytes of our own making (a cache ref). */
 RW_INLINE void emit(struct rw *w, const void *p, size_t n)
 {
+    if (w->defer)
+        materialize(w);
+    copy_small(w->o + w->ol, p, n);
+    w->ol += n;
+}
+
+/* Input bytes as they are, at p (inside the input). */
+RW_INLINE void emit_in(struct rw *w, const uint8_t *p, size_t n)
+{
+    size_t at = (size_t)(p - w->c.p);
+    if (w->defer) {
+        if (at == w->d_in + (w->ol - w->d_out)) { /* the run goes on */
+            w->ol += n;
+            return;
+        }
+        materialize(w);
+    }
+    if (n >= w->lazy) {
+        w->defer = true;
+        w->d_in = at;
+        w->d_out = w->ol;
+        w->ol += n;
+        return;
+    }
     copy_small(w->o + w->ol, p, n);
     w->ol += n;
 }
@@ -207,7 +250,7 @@ RW_INLINE bool copy(struct rw *w, size_t n)
         w->why = "term truncated";
         return false;
     }
-    emit(w, s.p, s.n);
+    emit_in(w, s.p, s.n);
     return true;
 }
 
@@ -298,7 +341,7 @@ RW_INLINE bool rw_atom(struct rw *w)
         return true;
     }
     /* as it came, header included */
-    emit(w, txt.p - hn, hn + len);
+    emit_in(w, txt.p - hn, hn + len);
     return true;
 short_:
     w->why = "term truncated";
@@ -325,6 +368,7 @@ RW_INLINE bool rw_term(struct rw *w)
                 w->why = "fun too big";
                 return false;
             }
+            materialize(w);
             put_n32(w->o + f->size_at, (uint32_t)sz);
         }
         if (pending == 0)
@@ -720,11 +764,15 @@ static bool rw_out(struct rw *w)
     for (int t = 0; t < 2 && cur_left(&w->c) > 0; t++)
         if (!cur_u8(&w->c, &b) || b != T_VERSION || !rw_term(w))
             return false;
-    return cur_left(&w->c) == 0;
+    if (cur_left(&w->c) != 0)
+        return false;
+    if (w->defer && w->d_in + (w->ol - w->d_out) != w->c.n)
+        materialize(w); /* not the tail after all */
+    return true;
 }
 
-static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
-                           struct span *terms);
+static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, size_t lazy,
+                           struct span *hdr, struct span *terms, struct span *tail);
 
 /* A template hit for our frame at b->data[in..len), written at out (b's
  * data may move down by its consumed offset, as in buf_reserve).  With
@@ -772,18 +820,52 @@ static int frame_out_tpl(struct ac *a, struct buf *b, size_t out, size_t in)
     return 1;
 }
 
-bool ac_frame_rewrite(struct ac *a, struct buf *b, size_t out, size_t in)
+bool ac_frame_rewrite(struct ac *a, struct buf *b, size_t out, size_t in, bool may_move,
+                      size_t *body)
 {
     if (out > in || in > b->len)
         return false;
+    size_t off = b->off;
     int r = frame_out_tpl(a, b, out, in);
-    if (r != 0)
+    if (r != 0) {
+        *body = out - (off - b->off);
         return r > 0;
-    struct span hdr, terms;
-    if (!frame_out_walk(a, b->data + in, b->len - in, &hdr, &terms))
+    }
+    struct span hdr, terms, tail;
+    if (!frame_out_walk(a, b->data + in, b->len - in, a->lazy, &hdr, &terms, &tail))
         return false;
-    b->len = out;
-    return buf_put(b, hdr.p, hdr.n) && buf_put(b, terms.p, terms.n);
+    size_t pre = hdr.n + terms.n;
+    if (tail.n == 0) {
+        b->len = out;
+        if (!buf_put(b, hdr.p, hdr.n) || !buf_put(b, terms.p, terms.n))
+            return false;
+        *body = out - (off - b->off);
+        return true;
+    }
+    /* The frame ends in bytes the header form keeps as they are (a big
+     * binary): they stay in b; only what comes before them is written. */
+    size_t tail_at = (size_t)(tail.p - b->data);
+    if (may_move && pre <= tail_at - out) {
+        /* the frame may begin later: the rest goes just before the tail */
+        size_t s = tail_at - pre;
+        memcpy(b->data + s, hdr.p, hdr.n);
+        memcpy(b->data + s + hdr.n, terms.p, terms.n);
+        *body = s;
+        return true;
+    }
+    size_t total = pre + tail.n;
+    if (out + total > b->len) {
+        if (!buf_reserve(b, out + total - b->len))
+            return false;
+        out -= off - b->off; /* compacted: everything moved down alike */
+        tail_at -= off - b->off;
+    }
+    memmove(b->data + out + pre, b->data + tail_at, tail.n);
+    memcpy(b->data + out, hdr.p, hdr.n);
+    memcpy(b->data + out + hdr.n, terms.p, terms.n);
+    b->len = out + total;
+    *body = out;
+    return true;
 }
 
 bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
@@ -804,25 +886,34 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
         terms->n = 0;
         return true;
     }
-    return frame_out_walk(a, p, n, hdr, terms);
+    struct span tail;
+    return frame_out_walk(a, p, n, SIZE_MAX, hdr, terms, &tail);
 }
 
-/* ac_frame_out past the templates: the walk, and a template made of it. */
-static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
-                           struct span *terms)
+/* ac_frame_out past the templates: the walk, and a template made of it.
+ * Verbatim pieces of lazy bytes or more that end the frame are not copied:
+ * *tail is that end of p (empty when all of it is in *terms). */
+static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, size_t lazy,
+                           struct span *hdr, struct span *terms, struct span *tail)
 {
+    tail->p = p + n;
+    tail->n = 0;
     struct buf *out = &a->hdr;
     buf_reset(out);
     bool ok = false, any_new = false;
     a->nrefs = 0;
     buf_reset(&a->oscratch);
-    struct rw w = {.ac = a, .c = cur_make(p, n)};
+    struct rw w = {.ac = a, .c = cur_make(p, n), .lazy = lazy};
     if (!buf_reserve(&a->oscratch, n))
         goto done;
     w.o = a->oscratch.data;
     if (!rw_out(&w))
         goto done;
-    a->oscratch.len = w.ol;
+    a->oscratch.len = w.defer ? w.d_out : w.ol;
+    if (w.defer) {
+        tail->p = p + w.d_in;
+        tail->n = n - w.d_in;
+    }
     /* header: 131 68 N flags refs, sized first and written in one go */
     size_t nf = a->nrefs ? (size_t)a->nrefs / 2 + 1 : 0, need = 3 + nf;
     bool long_atoms = false;
@@ -872,7 +963,7 @@ static bool frame_out_walk(struct ac *a, const uint8_t *p, size_t n, struct span
     ok = true;
     for (uint32_t i = 0; i < a->nrefs; i++)
         any_new |= a->ref_new[i];
-    if (!any_new && hdr->n <= AC_TPL_HDR) {
+    if (!any_new && hdr->n <= AC_TPL_HDR && tail->n == 0) {
         uint8_t k = a->otpl_next;
         if (tpl_add(a, a->otpl, &a->otpl_next, a->out_gen, p, n, terms->p, terms->n, &w.vary, 0,
                     0)) {

@@ -111,6 +111,8 @@ struct ac {
     uint8_t tpl_next;
     int8_t tpl_cur;               /* in: the template the last frame used or made, -1 */
     bool tpl_off;                 /* tests: walk every frame, rewrite every frame */
+    size_t lazy;                  /* out: ac_frame_rewrite leaves verbatim frame ends
+                                     of this many bytes in place (AC_LAZY; tests less) */
     /* out: the same for our own frames that filled no slot, their header
      * kept too; out_gen is bumped whenever an out slot changes */
     uint32_t out_gen;
@@ -163,9 +165,16 @@ bool ac_frame_out(struct ac *a, const uint8_t *p, size_t n, struct span *hdr,
  * written at b->data[out] (out <= in; b->len moved to its end).  A
  * template hit writes the header form there directly, and copies only the
  * varying runs when in - out >= AC_OUT_ROOM (the frame was begun that far
- * past out); a miss is walked and copied back.  Growing b may compact it
- * (buf_reserve): positions move down by the b->off it had.  false as above. */
+ * past out); a miss is walked and copied back, except a verbatim end of
+ * a->lazy (AC_LAZY) bytes or more (a big binary): it stays where it is, and only
+ * what precedes it is written before it.  *body is where the result
+ * begins: out, moved down by b->off if growing b compacted it
+ * (buf_reserve); or, if may_move, later than out, the caller's bytes
+ * between out and *body dead, so that the big end is not moved at all.
+ * false as above. */
 #define AC_OUT_ROOM (AC_TPL_HDR + AC_TPL_OUT)
-bool ac_frame_rewrite(struct ac *a, struct buf *b, size_t out, size_t in);
+#define AC_LAZY 4096
+bool ac_frame_rewrite(struct ac *a, struct buf *b, size_t out, size_t in, bool may_move,
+                      size_t *body);
 
 #endif

@@ -267,18 +267,24 @@ bool node_get_ref(struct node *n, struct cur *c, struct eref *r)
 /* --- outgoing signals --- */
 
 /* Start a frame to peer p (connecting on demand).  NULL: unreachable. */
-static struct buf *frame_begin(struct node *n, struct peer *p, struct conn **cp, size_t *start)
+static struct buf *frame_begin_sized(struct node *n, struct peer *p, struct conn **cp,
+                                      size_t *start, size_t hint)
 {
     if (!p->conn && !node_connect(n, p))
         return NULL;
     struct conn *c = p->conn;
-    struct buf *b = conn_frame_buf(c);
+    struct buf *b = conn_frame_buf(c, hint);
     if (!b)
         return NULL;
     *cp = c;
     *start = dist_frame_begin(b);
     ext_put_version(b);
     return b;
+}
+
+static struct buf *frame_begin(struct node *n, struct peer *p, struct conn **cp, size_t *start)
+{
+    return frame_begin_sized(n, p, cp, start, 0);
 }
 
 static void frame_end(struct conn *c, struct buf *b, size_t start)
@@ -296,7 +302,7 @@ void node_send(struct node *n, const struct epid *to, struct span msg)
     struct peer *p = node_peer(n, to->node);
     struct conn *c;
     size_t st;
-    struct buf *b = p ? frame_begin(n, p, &c, &st) : NULL;
+    struct buf *b = p ? frame_begin_sized(n, p, &c, &st, msg.n) : NULL;
     if (!b)
         return; /* unreachable: dropped, as the BEAM does */
     ext_put_tuple(b, 3);
@@ -329,7 +335,7 @@ void node_send_alias(struct node *n, const struct epid *to, const struct epid *f
     struct peer *p = node_peer(n, to->node);
     struct conn *c;
     size_t st;
-    struct buf *b = p ? frame_begin(n, p, &c, &st) : NULL;
+    struct buf *b = p ? frame_begin_sized(n, p, &c, &st, msg.n) : NULL;
     if (!b)
         return; /* unreachable: dropped, as the BEAM does */
     ext_put_tuple(b, 3);

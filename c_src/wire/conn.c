@@ -397,9 +397,14 @@ static void queue_done(struct conn *c, struct oq *q)
     }
 }
 
-struct buf *conn_frame_buf(struct conn *c)
+struct buf *conn_frame_buf(struct conn *c, size_t hint)
 {
     struct oq *q = frame_queue(c);
+    /* a big frame to an atom-cache peer starts a chunk of its own, where
+     * frame_to_hdr can leave its big end in place */
+    if (c->ac && q == &c->out && hint >= AC_LAZY && q->tail && buf_avail(&q->tail->b) > 0 &&
+        !obuf_new(c, q))
+        return NULL;
     struct buf *b = queue_buf(c, q);
     if (!b)
         return NULL;
@@ -422,10 +427,16 @@ static void free_queue(struct obuf *o);
  * form: rewrite the pass-through frame at b[start..] in place. */
 static bool frame_to_hdr(struct ac *a, struct buf *b, size_t start, size_t room)
 {
-    size_t at = start - room, off = b->off; /* where the frame goes, length first */
-    if (b->len < start + 5 || !ac_frame_rewrite(a, b, at + 4, start + 4))
+    size_t at = start - room; /* where the frame goes, length first */
+    /* first in its chunk: it may begin later, the chunk's head skipping
+     * the bytes before it, so that a big binary at its end is not moved */
+    bool head = at == b->off;
+    size_t body;
+    if (b->len < start + 5 || !ac_frame_rewrite(a, b, at + 4, start + 4, head, &body))
         return false;
-    at -= off - b->off; /* a buf_reserve inside may have compacted b */
+    at = body - 4; /* after any compaction inside, and where a head frame begins */
+    if (head)
+        b->off = at;
     if (b->len - at - 4 > UINT32_MAX)
         return false;
     put_n32(b->data + at, (uint32_t)(b->len - at - 4));

@@ -121,8 +121,9 @@ const char *conn_addr_str(const struct sockaddr *sa, char *out, size_t n);
 /* Outgoing connection to node name (epmd lookup, connect, handshake);
  * peer is the owner's record, kept in c->peer. */
 struct conn *conn_connect(struct conn_host *h, const char *name, void *peer);
-/* Buffer to build one frame in (dist_frame_begin/end), then conn_frame_done. */
-struct buf *conn_frame_buf(struct conn *c);
+/* Buffer to build one frame in (dist_frame_begin/end), then conn_frame_done.
+ * hint: about how big the frame will be (0 if small or unknown). */
+struct buf *conn_frame_buf(struct conn *c, size_t hint);
 void conn_frame_done(struct conn *c);
 /* Write every dirty connection's queue (the loop's before-sleep hook). */
 void conn_flush_dirty(struct conn_host *h);

@@ -402,7 +402,7 @@ struct buf *conn_frame_buf(struct conn *c, size_t hint)
     struct oq *q = frame_queue(c);
     /* a big frame to an atom-cache peer starts a chunk of its own, where
      * frame_to_hdr can leave its big end in place */
-    if (c->ac && q == &c->out && hint >= AC_LAZY && q->tail && buf_avail(&q->tail->b) > 0 &&
+    if (hint >= AC_LAZY && c->ac && q == &c->out && q->tail && buf_avail(&q->tail->b) > 0 &&
         !obuf_new(c, q))
         return NULL;
     struct buf *b = queue_buf(c, q);

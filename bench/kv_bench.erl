@@ -147,6 +147,16 @@ alt_args() ->
         As -> As
     end.
 
+%% KV_BENCH_ALT_BIN: another kv_cnode binary for the C0 column (a build
+%% against the current one in the same rounds; with KV_BENCH_ALT_ARGS set,
+%% e.g. to "--busy-wait-us 30", so that only the binary differs).
+bin_for(c_nospin, C) ->
+    case os:getenv("KV_BENCH_ALT_BIN", "") of
+        "" -> maps:get(bin, C);
+        Bin -> Bin
+    end;
+bin_for(_, C) -> maps:get(bin, C).
+
 %% Every server, each with the lookup names created; returns the names.
 start_servers(C) ->
     scenario(start_servers),
@@ -205,7 +215,7 @@ start_cnode(Label, C, Extra, Ping) ->
     Args = ["--sname", SName, "--cookie", maps:get(cookie, C), "--exit-on-stdin-eof",
             "--log-level", "warning" | string:lexemes(os:getenv("KV_BENCH_CNODE_ARGS", ""), " ")
             ++ Extra],
-    case start_port(maps:get(bin, C), Args, 30000) of
+    case start_port(bin_for(Label, C), Args, 30000) of
         {ok, Owner, OsPid} ->
             Node = list_to_atom(SName ++ "@" ++ host()),
             Ping andalso (pong = ping(Node, 50)),
@@ -1048,7 +1058,11 @@ note(Fmt, Args) ->
     ets:insert(kvb_note, {erlang:unique_integer([monotonic]), Text}).
 
 label(c) -> "kv_cnode";
-label(c_nospin) -> "kv_cnode " ++ lists:join(" ", alt_args());
+label(c_nospin) ->
+    case os:getenv("KV_BENCH_ALT_BIN", "") of
+        "" -> "kv_cnode " ++ lists:join(" ", alt_args());
+        Bin -> "kv_cnode " ++ lists:join(" ", [Bin | alt_args()])
+    end;
 label(beam) -> "BEAM baseline";
 label(beam_nosbwt) -> "BEAM baseline +sbwt none".
 

@@ -356,6 +356,22 @@ static void put_rw_frame(struct buf *b, int kind, uint8_t n1, uint8_t n2)
     }
 }
 
+/* An empty b made ready for a frame: room bytes of it before the frame,
+ * after a consumed 40-byte prefix when asked (3 bytes of it unread).
+ * *out: where the header form goes; returns where the frame begins. */
+static size_t place_frame(struct buf *b, bool prefix, size_t room, size_t *out)
+{
+    *out = 0;
+    if (prefix) {
+        buf_put(b, "0123456789012345678901234567890123456789", 40);
+        buf_consume(b, 37);
+        *out = 40;
+    }
+    assert_true(buf_reserve(b, room));
+    b->len += room;
+    return b->len;
+}
+
 static void test_rewrite_in_place(void **state)
 {
     for (int kind = 0; kind < 2; kind++) {
@@ -370,18 +386,10 @@ static void test_rewrite_in_place(void **state)
                 assert_true(ac_frame_out(plain, ref.data, ref.len, &h, &t));
                 struct buf b;
                 buf_init(&b);
-                size_t out = 0, room = how == 0 ? AC_OUT_ROOM : 0;
-                if (how == 2) { /* a consumed prefix, no spare capacity */
-                    buf_put(&b, "0123456789012345678901234567890123456789", 40);
-                    buf_consume(&b, 37);
-                    out = 40;
-                }
-                assert_true(buf_reserve(&b, room));
-                b.len += room;
-                size_t in = b.len;
+                size_t out, in = place_frame(&b, how == 2, how == 0 ? AC_OUT_ROOM : 0, &out);
                 put_rw_frame(&b, kind, (uint8_t)(round * 3), (uint8_t)(0x40 + round));
                 if (how == 2)
-                    b.cap = b.len; /* growing must compact (or move) it */
+                    b.cap = b.len; /* no spare capacity: growing must compact (or move) it */
                 size_t off = b.off, body;
                 assert_true(ac_frame_rewrite(a, &b, out, in, false, &body));
                 out -= off - b.off;
@@ -490,18 +498,10 @@ static void test_rewrite_big_tail(void **state)
                 put_big_frame(&ref, kind, (uint8_t)(7 + round));
                 struct span h, t;
                 assert_true(ac_frame_out(plain, ref.data, ref.len, &h, &t));
-                size_t out = 0, room = how <= 1 ? AC_OUT_ROOM : 0;
-                if (how == 3) { /* a consumed prefix, no spare capacity */
-                    buf_put(&b, "0123456789012345678901234567890123456789", 40);
-                    buf_consume(&b, 37);
-                    out = 40;
-                }
-                assert_true(buf_reserve(&b, room));
-                b.len += room;
-                size_t in = b.len;
+                size_t out, in = place_frame(&b, how == 3, how <= 1 ? AC_OUT_ROOM : 0, &out);
                 put_big_frame(&b, kind, (uint8_t)(7 + round));
                 if (how == 3)
-                    b.cap = b.len;
+                    b.cap = b.len; /* no spare capacity */
                 size_t off = b.off, end = b.len, body;
                 bool may_move = how == 0;
                 assert_true(ac_frame_rewrite(a, &b, out, in, may_move, &body));

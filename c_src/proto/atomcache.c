@@ -789,33 +789,23 @@ static int frame_out_tpl(struct ac *a, struct buf *b, size_t out, size_t in)
         return 0;
     const struct ac_tpl *t = &a->otpl[ti];
     size_t hn = a->otpl_hdrlen[ti], total = hn + t->outlen;
-    uint8_t *d = b->data + out;
-    if (in - out >= total) {
-        memcpy(d, a->otpl_hdr[ti], hn);
-        memcpy(d + hn, t->out, t->outlen);
-        for (uint32_t i = 0; i < t->nrun; i++)
-            copy_small(d + hn + t->run[i].out, p + t->run[i].in, t->run[i].len);
-        b->len = out + total;
-        return 1;
-    }
+    /* without the room the runs are kept aside first, at their offsets */
     uint8_t runs[AC_TPL_IN]; /* runs lie inside the n <= AC_TPL_IN body */
-    size_t k = 0;
-    for (uint32_t i = 0; i < t->nrun; i++) {
-        copy_small(runs + k, p + t->run[i].in, t->run[i].len);
-        k += t->run[i].len;
+    const uint8_t *src = p;
+    if (in - out < total) {
+        for (uint32_t i = 0; i < t->nrun; i++)
+            copy_small(runs + t->run[i].in, p + t->run[i].in, t->run[i].len);
+        src = runs;
+        size_t off = b->off;
+        if (out + total > b->len && !buf_reserve(b, out + total - b->len))
+            return -1;
+        out -= off - b->off; /* buf_reserve may have compacted b */
     }
-    size_t off = b->off;
-    if (out + total > b->len && !buf_reserve(b, out + total - b->len))
-        return -1;
-    out -= off - b->off; /* buf_reserve may have compacted b */
-    d = b->data + out;
+    uint8_t *d = b->data + out;
     memcpy(d, a->otpl_hdr[ti], hn);
     memcpy(d + hn, t->out, t->outlen);
-    k = 0;
-    for (uint32_t i = 0; i < t->nrun; i++) {
-        copy_small(d + hn + t->run[i].out, runs + k, t->run[i].len);
-        k += t->run[i].len;
-    }
+    for (uint32_t i = 0; i < t->nrun; i++)
+        copy_small(d + hn + t->run[i].out, src + t->run[i].in, t->run[i].len);
     b->len = out + total;
     return 1;
 }

@@ -408,14 +408,13 @@ struct buf *conn_frame_buf(struct conn *c, size_t hint)
     struct buf *b = queue_buf(c, q);
     if (!b)
         return NULL;
-    c->frame_room = 0;
     if (c->ac && q == &c->out) {
         /* the frame is begun AC_OUT_ROOM past its place, so that its
-         * header form (frame_to_hdr) can be written there directly */
+         * header form (frame_to_hdr, from conn_frame_done under this same
+         * test) can be written there directly */
         if (!buf_reserve(b, AC_OUT_ROOM + 256))
             return NULL;
         b->len += AC_OUT_ROOM;
-        c->frame_room = AC_OUT_ROOM;
     }
     c->frame_start = b->len;
     return b;
@@ -446,7 +445,7 @@ static bool frame_to_hdr(struct ac *a, struct buf *b, size_t start, size_t room)
 void conn_frame_done(struct conn *c)
 {
     struct oq *q = frame_queue(c);
-    if (c->ac && q == &c->out && !frame_to_hdr(c->ac, &q->tail->b, c->frame_start, c->frame_room)) {
+    if (c->ac && q == &c->out && !frame_to_hdr(c->ac, &q->tail->b, c->frame_start, AC_OUT_ROOM)) {
         conn_close(c, "cannot encode a frame for the atom cache");
         return;
     }

@@ -110,8 +110,8 @@ struct conn {
     bool want_write;
     bool over_cap;              /* output cap exceeded: close at turn end */
     struct ac *ac;              /* owned: atom caches, peers with DIST_HDR_ATOM_CACHE */
-    size_t frame_start;         /* where conn_frame_buf's frame begins */
-    size_t frame_room;          /* bytes left before it for the header form */
+    size_t frame_start;         /* where conn_frame_buf's frame begins (AC_OUT_ROOM
+                                   past its place for an atom-cache peer) */
 };
 
 /* Incoming TCP connection accepted by the owner from sa (IPv4 or IPv6). */

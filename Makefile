@@ -13,7 +13,7 @@ CC      ?= cc
 BUILD   ?= build
 PKGS    := erlang-base erlang-dev erlang-ssl erlang-common-test erlang-eunit \
            elixir rebar3 libssl-dev libcmocka-dev clang libclang-rt-14-dev valgrind \
-           openssl mmdebstrap
+           openssl mmdebstrap iproute2
 EI_DIR  := $(shell erl -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
 
 CFLAGS  ?= -O2 -g

@@ -13,7 +13,7 @@
 -export([ping_short_names/1, ping_long_names/1, wrong_cookie/1,
          connect_option/1, tick_idle_14s/1, sigstop_peer_dropped/1,
          kill9_peer_frees_connection/1, twenty_peers/1, random_bytes/1,
-         setup_timeout/1, bad_option/1]).
+         setup_timeout/1, bad_option/1, receive_buffer/1]).
 %% run on peer nodes
 -export([watch_start/0, watch_events/0]).
 
@@ -26,7 +26,7 @@ suite() -> [{timetrap, {seconds, 150}}].
 all() ->
     [bad_option, ping_short_names, ping_long_names, wrong_cookie, connect_option,
      setup_timeout, random_bytes, kill9_peer_frees_connection, sigstop_peer_dropped,
-     tick_idle_14s, twenty_peers].
+     tick_idle_14s, twenty_peers, receive_buffer].
 
 init_per_suite(Config) ->
     os:cmd("epmd -daemon"),
@@ -248,6 +248,39 @@ twenty_peers(_Config) ->
     true = lists:all(fun(R) -> R =:= pong end, Again),
     pong = net_adm:ping(N),
     ok.
+
+%% A connection over a short path (loopback) runs on the modest fixed
+%% receive buffer (wire/rcvwin.h: SO_RCVBUF 65536, which the kernel
+%% doubles), and the first frame too big for it lifts it; calls work before
+%% and after.  Read from the kernel with `ss -m` (skmem rb).
+receive_buffer(_Config) ->
+    H = start_kv([]),
+    N = node_of(H),
+    Port = ?LIB:port(H),
+    {ok, B} = gen_server:call(?LIB:registry(N), {create, <<"rb">>}, ?CALL_TIMEOUT),
+    %% 2 MB of frames under the lifting size: the kernel's autotuning would
+    %% grow an unlocked buffer; this one stays put
+    [{nosuch, N} ! binary:copy(<<7>>, 20000) || _ <- lists:seq(1, 100)],
+    {ok, B} = gen_server:call(?LIB:registry(N), {lookup, <<"rb">>}, ?CALL_TIMEOUT),
+    Small = rcvbuf(Port),
+    ct:pal("receive buffer before a big frame: ~p", [Small]),
+    Small = 2 * 65536,
+    {nosuch, N} ! binary:copy(<<7>>, 300000),
+    %% in order: once this is answered, the big frame was read
+    {ok, B} = gen_server:call(?LIB:registry(N), {lookup, <<"rb">>}, ?CALL_TIMEOUT),
+    Big = rcvbuf(Port),
+    {ok, Max} = file:read_file("/proc/sys/net/core/rmem_max"),
+    ct:pal("receive buffer after: ~p (rmem_max ~s)", [Big, Max]),
+    %% 4 MB asked, capped at rmem_max, doubled by the kernel
+    Big = 2 * min(4 bsl 20, binary_to_integer(string:trim(Max))),
+    {ok, B} = gen_server:call(?LIB:registry(N), {lookup, <<"rb">>}, ?CALL_TIMEOUT),
+    ok.
+
+%% The node's side of the one established connection on its listen port.
+rcvbuf(Port) ->
+    Out = os:cmd("ss -tmnH state established '( sport = :" ++ integer_to_list(Port) ++ " )'"),
+    {match, [Rb]} = re:run(Out, "rb([0-9]+)", [{capture, all_but_first, list}]),
+    list_to_integer(Rb).
 
 %% 200 connections that send random bytes (some shaped like the start of a
 %% handshake) and close: the node lives, the existing connection is

@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -23,6 +24,7 @@
 #include "proto/atomcache.h"
 #include "proto/dist.h"
 #include "wire/epmd.h"
+#include "wire/rcvwin.h"
 #include "base/log.h"
 #include "wire/tls.h"
 
@@ -797,6 +799,44 @@ static void send_tick(struct conn *c)
     queue_raw(c, zero, 4);
 }
 
+/* The receive buffer a connection asks for (wire/rcvwin.h): modest when it
+ * comes up over a short path, lifted for good by the first big frame. */
+static void rcvwin_set(struct conn *c, int bytes, const char *why)
+{
+    if (setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) < 0) {
+        LOGD("connection to %s (%s): SO_RCVBUF %d: %s", c->name, c->addr, bytes, strerror(errno));
+        return;
+    }
+    LOGD("connection to %s (%s): receive buffer %d (%s)", c->name, c->addr, bytes, why);
+}
+
+static void rcvwin_up(struct conn *c)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    bool known = getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0;
+    int bytes = rcvwin_at_up(known, known ? ti.tcpi_rtt : 0);
+    if (bytes) {
+        rcvwin_set(c, bytes, "short path");
+        c->rcv_small = true;
+    }
+}
+
+/* While small: the length prefix of the frame at the head of the input,
+ * whether all of it is in or not. */
+static void rcvwin_frame(struct conn *c)
+{
+    if (buf_avail(&c->in) < 4)
+        return;
+    const uint8_t *p = buf_head(&c->in);
+    uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    int bytes = rcvwin_on_frame(len);
+    if (bytes) {
+        rcvwin_set(c, bytes, "big frame");
+        c->rcv_small = false;
+    }
+}
+
 static void process_frames(struct conn *c)
 {
     struct conn_host *h = c->host;
@@ -807,8 +847,13 @@ static void process_frames(struct conn *c)
     while (c->state == CS_UP && !c->over_cap && buf_avail(&c->in) > 0) {
         struct span body;
         long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), h->max_message_bytes, &body);
-        if (k == DIST_NEED_MORE)
+        if (k == DIST_NEED_MORE) {
+            if (c->rcv_small)
+                rcvwin_frame(c);
             break;
+        }
+        if (c->rcv_small && k >= RCVWIN_BIG_FRAME)
+            rcvwin_frame(c); /* one that came whole */
         if (k < 0) {
             LOGW("connection to %s (%s): frame larger than --max-message-bytes %llu, disconnecting",
                  c->name, c->addr, (unsigned long long)h->max_message_bytes);
@@ -871,6 +916,7 @@ static void handshake_done(struct conn *c)
     h->ops->up(h->owner, c); /* attaches c->peer (incoming) and logs */
     if (c->state != CS_UP)
         return;
+    rcvwin_up(c);
     uint64_t tick_ms = (uint64_t)h->ticktime * 1000 / 4;
     c->t_tick = loop_timer_add(h->loop, tick_ms ? tick_ms : 1, on_tick, c);
     conn_move_output(c, c); /* frames queued while connecting go now */

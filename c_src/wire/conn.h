@@ -109,6 +109,7 @@ struct conn {
     uint64_t id;                /* connection id, for logs and tests */
     bool want_write;
     bool over_cap;              /* output cap exceeded: close at turn end */
+    bool rcv_small;             /* on the modest receive buffer (wire/rcvwin.h) */
     struct ac *ac;              /* owned: atom caches, peers with DIST_HDR_ATOM_CACHE */
     size_t frame_start;         /* where conn_frame_buf's frame begins (AC_OUT_ROOM
                                    past its place for an atom-cache peer) */

@@ -826,10 +826,10 @@ static void rcvwin_up(struct conn *c)
  * whether all of it is in or not. */
 static void rcvwin_frame(struct conn *c)
 {
-    if (buf_avail(&c->in) < 4)
+    struct cur in = cur_make(buf_head(&c->in), buf_avail(&c->in));
+    uint32_t len;
+    if (!cur_n32(&in, &len))
         return;
-    const uint8_t *p = buf_head(&c->in);
-    uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
     int bytes = rcvwin_on_frame(len);
     if (bytes) {
         rcvwin_set(c, bytes, "big frame");

@@ -151,11 +151,13 @@ alt_args() ->
 %% against the current one in the same rounds; with KV_BENCH_ALT_ARGS set,
 %% e.g. to "--busy-wait-us 30", so that only the binary differs).
 bin_for(c_nospin, C) ->
-    case os:getenv("KV_BENCH_ALT_BIN", "") of
+    case alt_bin() of
         "" -> maps:get(bin, C);
         Bin -> Bin
     end;
 bin_for(_, C) -> maps:get(bin, C).
+
+alt_bin() -> os:getenv("KV_BENCH_ALT_BIN", "").
 
 %% Every server, each with the lookup names created; returns the names.
 start_servers(C) ->
@@ -1059,10 +1061,7 @@ note(Fmt, Args) ->
 
 label(c) -> "kv_cnode";
 label(c_nospin) ->
-    case os:getenv("KV_BENCH_ALT_BIN", "") of
-        "" -> "kv_cnode " ++ lists:join(" ", alt_args());
-        Bin -> "kv_cnode " ++ lists:join(" ", [Bin | alt_args()])
-    end;
+    "kv_cnode " ++ lists:join(" ", [B || B <- [alt_bin()], B =/= ""] ++ alt_args());
 label(beam) -> "BEAM baseline";
 label(beam_nosbwt) -> "BEAM baseline +sbwt none".
 

@@ -822,14 +822,9 @@ static void rcvwin_up(struct conn *c)
     }
 }
 
-/* While small: the length prefix of the frame at the head of the input,
- * whether all of it is in or not. */
-static void rcvwin_frame(struct conn *c)
+/* While small: a frame of len bytes (its length prefix) is in, or coming. */
+static void rcvwin_frame(struct conn *c, uint32_t len)
 {
-    struct cur in = cur_make(buf_head(&c->in), buf_avail(&c->in));
-    uint32_t len;
-    if (!cur_n32(&in, &len))
-        return;
     int bytes = rcvwin_on_frame(len);
     if (bytes) {
         rcvwin_set(c, bytes, "big frame");
@@ -848,18 +843,20 @@ static void process_frames(struct conn *c)
         struct span body;
         long k = dist_cut(buf_head(&c->in), buf_avail(&c->in), h->max_message_bytes, &body);
         if (k == DIST_NEED_MORE) {
-            if (c->rcv_small)
-                rcvwin_frame(c);
+            struct cur in = cur_make(buf_head(&c->in), buf_avail(&c->in));
+            uint32_t len;
+            if (c->rcv_small && cur_n32(&in, &len))
+                rcvwin_frame(c, len); /* its length is in, not all of it */
             break;
         }
-        if (c->rcv_small && k >= RCVWIN_BIG_FRAME)
-            rcvwin_frame(c); /* one that came whole */
         if (k < 0) {
             LOGW("connection to %s (%s): frame larger than --max-message-bytes %llu, disconnecting",
                  c->name, c->addr, (unsigned long long)h->max_message_bytes);
             conn_close(c, NULL);
             return;
         }
+        if (c->rcv_small)
+            rcvwin_frame(c, (uint32_t)body.n);
         if (body.n == 0) {
             send_tick(c); /* answer at once: the peer's own ticktime may be short */
         } else {

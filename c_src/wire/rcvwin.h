@@ -41,7 +41,10 @@
 int rcvwin_at_up(bool known, uint32_t rtt_us);
 
 /* While small: the SO_RCVBUF to set once a frame of len bytes (its length
- * prefix) is seen, or 0 to stay small. */
-int rcvwin_on_frame(uint32_t len);
+ * prefix) is seen, or 0 to stay small.  Inline: asked for every frame. */
+static inline int rcvwin_on_frame(uint32_t len)
+{
+    return len >= RCVWIN_BIG_FRAME ? RCVWIN_BIG : 0;
+}
 
 #endif
